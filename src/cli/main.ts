@@ -1,1 +1,69 @@
-export async function main(_argv: string[]): Promise<number> { return 0; }
+/** The llama-oci command line: dispatches to one command per file, maps failures to exit codes. */
+import { isAbort } from "../errors.js";
+import type { CliContext } from "./context.js";
+import { formatError, UsageError } from "./output.js";
+import { pullCommand } from "./pull-command.js";
+
+const VERSION = "0.1.0";
+
+const USAGE = `Usage: llama-oci <command> [options]
+
+Commands:
+  pull <reference>    pull a GGUF model from an OCI registry into the cache and print its path
+
+Run 'llama-oci <command> --help' for the options of a command.
+Examples:
+  llama-oci pull ai/smollm2:135M-Q4_0
+  llama-oci pull registry.example.com/team/model:Q4_K_M --json`;
+
+type Command = (argv: string[], cli: CliContext) => Promise<number>;
+
+const COMMANDS: Record<string, Command> = {
+  pull: pullCommand,
+};
+
+/** Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted (Ctrl+C). */
+export async function main(argv: string[], context?: Partial<CliContext>): Promise<number> {
+  const controller = new AbortController();
+  const cli: CliContext = {
+    stdout: context?.stdout ?? process.stdout,
+    stderr: context?.stderr ?? process.stderr,
+    env: context?.env ?? process.env,
+    signal: context?.signal ?? controller.signal,
+  };
+  let interrupts = 0;
+  const onSigint = () => {
+    interrupts++;
+    if (interrupts > 1) process.exit(130);
+    controller.abort(new Error("interrupted"));
+  };
+  if (!context?.signal) process.on("SIGINT", onSigint);
+
+  const [name, ...rest] = argv;
+  try {
+    if (!name || name === "-h" || name === "--help" || name === "help") {
+      cli.stdout.write(`${USAGE}\n`);
+      return name ? 0 : 2;
+    }
+    if (name === "--version" || name === "-V") {
+      cli.stdout.write(`${VERSION}\n`);
+      return 0;
+    }
+    const command = COMMANDS[name];
+    if (!command) throw new UsageError(`unknown command '${name}'`);
+    return await command(rest, cli);
+  } catch (error) {
+    if (isAbort(error) && cli.signal.aborted) {
+      cli.stderr.write("\ninterrupted: partial downloads are kept; run the same command again to resume\n");
+      return 130;
+    }
+    if (error instanceof UsageError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+      cli.stderr.write(`error: ${(error as Error).message} (run 'llama-oci ${COMMANDS[name ?? ""] ? `${name} ` : ""}--help')\n`);
+      return 2;
+    }
+    cli.stderr.write(`${formatError(error)}\n`);
+    return 1;
+  } finally {
+    process.off("SIGINT", onSigint);
+  }
+}

@@ -1,0 +1,7 @@
+/** What a CLI command works with, passed in rather than taken from globals so commands are testable. */
+export interface CliContext {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream & { isTTY?: boolean; columns?: number };
+  env: NodeJS.ProcessEnv;
+  signal: AbortSignal;
+}

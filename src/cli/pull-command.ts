@@ -1,0 +1,65 @@
+/** `llama-oci pull <ref>`: progress on stderr; the model path (or --json result) on stdout. */
+import { parseArgs } from "node:util";
+import { createProgressRenderer } from "../oci/progress-renderer.js";
+import { pull } from "../oci/pull.js";
+import { UsageError } from "./output.js";
+import type { CliContext } from "./context.js";
+
+export const PULL_USAGE = `Usage: llama-oci pull <reference> [options]
+
+Pull a GGUF model from an OCI registry into the cache and print its path.
+
+  <reference>                 [registry/]repository[:tag|@digest]; a bare name means docker.io/ai/<name>
+
+Options:
+  --cache-dir <dir>           cache root (default: $LLAMA_CACHE, $XDG_CACHE_HOME/llama.cpp, ~/.cache/llama.cpp)
+  --offline                   resolve from the cache only, no network (also LLAMA_OCI_OFFLINE=1)
+  --verify                    re-hash cached files instead of trusting the recorded verification
+  --insecure-registry <host>  allow plain HTTP for this registry (repeatable; also LLAMA_OCI_INSECURE_REGISTRIES)
+  -q, --quiet                 no progress output
+  --json                      print the whole result as JSON instead of the path
+  -v, --verbose               trace every HTTP exchange on stderr (also LLAMA_OCI_DEBUG=1)
+  -h, --help                  show this help`;
+
+export async function pullCommand(argv: string[], cli: CliContext): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      "cache-dir": { type: "string" },
+      offline: { type: "boolean" },
+      verify: { type: "boolean" },
+      "insecure-registry": { type: "string", multiple: true },
+      quiet: { type: "boolean", short: "q" },
+      json: { type: "boolean" },
+      verbose: { type: "boolean", short: "v" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    cli.stdout.write(`${PULL_USAGE}\n`);
+    return 0;
+  }
+  if (positionals.length !== 1) throw new UsageError(`pull takes exactly one reference (got ${positionals.length})`);
+
+  const renderer = createProgressRenderer({ stream: cli.stderr, quiet: values.quiet, env: cli.env });
+  try {
+    const result = await pull(positionals[0]!, {
+      cacheDir: values["cache-dir"],
+      offline: values.offline,
+      verify: values.verify,
+      insecureRegistries: values["insecure-registry"],
+      verbose: values.verbose || undefined,
+      env: cli.env,
+      signal: cli.signal,
+      onProgress: renderer.onProgress,
+      onWarning: (message) => renderer.onProgress({ type: "warning", message }),
+      onDebug: (message) => cli.stderr.write(`debug: ${message}\n`),
+    });
+    renderer.close();
+    cli.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : `${result.path}\n`);
+    return 0;
+  } finally {
+    renderer.close();
+  }
+}

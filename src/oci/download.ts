@@ -1,0 +1,263 @@
+/**
+ * Downloads one blob into the store: hashed while it streams to disk (no second read), resumable from a
+ * <hex>.tmp partial whose <hex>.digest names the same digest, retried with backoff on dropped or stalled
+ * connections and 408/429/5xx, verified for size and digest before it is renamed into place. A blob is
+ * downloaded by one process at a time (a lock per blob); others wait and then find it in the cache.
+ */
+import { createHash, type Hash } from "node:crypto";
+import { createReadStream, createWriteStream } from "node:fs";
+import { readFile, stat, truncate, writeFile } from "node:fs/promises";
+import { Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { LlamaOciError, abortError, isAbort } from "../errors.js";
+import type { Logger } from "../log.js";
+import { parseDigest } from "./digest.js";
+import { delay } from "./lock.js";
+import type { ProgressListener } from "./progress.js";
+import { retryAfterMs } from "./registry-errors.js";
+import type { RegistryClient } from "./registry-client.js";
+import type { Store } from "./store.js";
+import { describeNetworkError, headerValue, isTransientNetworkError, type HttpResponse } from "./transport.js";
+
+export interface RetryPolicy {
+  /** Attempts in a row without progress before giving up. */
+  attempts: number;
+  baseDelayMs: number;
+  maxDelayMs: number;
+  /** A Retry-After longer than this fails fast instead of waiting. */
+  maxRetryAfterMs: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, baseDelayMs: 1000, maxDelayMs: 30_000, maxRetryAfterMs: 60_000 };
+
+export interface BlobRequest {
+  client: RegistryClient;
+  store: Store;
+  repository: string;
+  digest: string;
+  size: number;
+  filename: string;
+  logger: Logger;
+  onProgress?: ProgressListener;
+  signal?: AbortSignal;
+  retry?: Partial<RetryPolicy>;
+  /** No bytes for this long counts as a stalled connection. */
+  stallTimeoutMs?: number;
+}
+
+export interface BlobResult {
+  fromCache: boolean;
+  /** Blob bytes received over the network by this call. */
+  bytesTransferred: number;
+}
+
+const PROGRESS_INTERVAL_MS = 50;
+
+export async function downloadBlob(request: BlobRequest): Promise<BlobResult> {
+  const { store, digest, size, onProgress } = request;
+  if (await store.hasBlob(digest, size)) {
+    onProgress?.({ type: "layer-done", digest, size, fromCache: true });
+    return { fromCache: true, bytesTransferred: 0 };
+  }
+  const lock = await store.lockBlob(digest, {
+    signal: request.signal,
+    onWait: () => request.logger.debug(`waiting for another download of ${digest}`),
+  });
+  try {
+    if (await store.hasBlob(digest, size)) {
+      onProgress?.({ type: "layer-done", digest, size, fromCache: true });
+      return { fromCache: true, bytesTransferred: 0 };
+    }
+    const bytesTransferred = await fetchIntoPartial(request);
+    await store.commitBlob(digest);
+    onProgress?.({ type: "layer-done", digest, size, fromCache: false });
+    return { fromCache: false, bytesTransferred };
+  } finally {
+    await lock.release();
+  }
+}
+
+interface PartialState {
+  hash: Hash;
+  /** Bytes on disk and in the hash. */
+  offset: number;
+}
+
+async function openPartial(request: BlobRequest): Promise<PartialState> {
+  const { store, digest, size } = request;
+  const partial = store.partialPath(digest);
+  const recorded = (await readFile(store.partialDigestPath(digest), "utf8").catch(() => "")).trim();
+  const existing = await stat(partial).catch(() => undefined);
+  if (recorded === digest && existing?.isFile() && existing.size <= size) {
+    return hashPrefix(partial, digest, existing.size);
+  }
+  await store.discardPartial(digest);
+  await writeFile(store.partialDigestPath(digest), `${digest}\n`);
+  await writeFile(partial, "");
+  return { hash: newHash(digest), offset: 0 };
+}
+
+function newHash(digest: string): Hash {
+  return createHash(parseDigest(digest).algorithm);
+}
+
+async function hashPrefix(path: string, digest: string, length: number): Promise<PartialState> {
+  const hash = newHash(digest);
+  if (length > 0) {
+    await pipeline(createReadStream(path, { start: 0, end: length - 1, highWaterMark: 1 << 20 }), async (source: AsyncIterable<Buffer>) => {
+      for await (const chunk of source) hash.update(chunk);
+    });
+  }
+  return { hash, offset: length };
+}
+
+async function fetchIntoPartial(request: BlobRequest): Promise<number> {
+  const { store, digest, size, onProgress, signal, logger } = request;
+  const policy = { ...DEFAULT_RETRY, ...request.retry };
+  const partial = store.partialPath(digest);
+  let state = await openPartial(request);
+  onProgress?.({ type: "layer-start", digest, size, filename: request.filename, resumeFrom: state.offset });
+  if (state.offset > 0) logger.debug(`resuming ${digest} from byte ${state.offset}`);
+
+  let transferred = 0;
+  let failures = 0;
+  while (state.offset < size) {
+    if (signal?.aborted) throw abortError(signal);
+    const startOffset = state.offset;
+    let retryDelay: number | undefined;
+    let reason = "";
+    try {
+      const response = await request.client.openBlob(request.repository, digest, {
+        headers: startOffset > 0 ? { range: `bytes=${startOffset}-${size - 1}` } : {},
+        signal,
+        bodyTimeoutMs: request.stallTimeoutMs ?? 30_000,
+        headersTimeoutMs: request.stallTimeoutMs ?? 30_000,
+      });
+      const outcome = await classify(response, startOffset, request, policy);
+      if (outcome.kind === "retry") {
+        retryDelay = outcome.delayMs;
+        reason = outcome.reason;
+      } else {
+        if (outcome.kind === "restart" && startOffset > 0) {
+          logger.debug(`${digest}: server ignored the range (HTTP ${response.status}); restarting from 0`);
+          await truncate(partial, 0);
+          state = { hash: newHash(digest), offset: 0 };
+        }
+        if (outcome.kind === "discard") {
+          await truncate(partial, 0);
+          state = { hash: newHash(digest), offset: 0 };
+          failures++;
+          if (failures >= policy.attempts) throw new LlamaOciError("REGISTRY", `${request.client.registry} refused the range request for ${digest}`);
+          continue;
+        }
+        transferred += await writeBody(response, partial, state, request);
+      }
+    } catch (error) {
+      if (signal?.aborted || isAbort(error)) throw abortError(signal);
+      if (error instanceof LlamaOciError && error.code !== "NETWORK") throw error;
+      if (!isTransientNetworkError(error)) throw error;
+      reason = describeNetworkError(error);
+      // Bytes hashed but not yet on disk when the stream broke: trust only what reached the file.
+      const onDisk = (await stat(partial)).size;
+      if (onDisk !== state.offset) state = await hashPrefix(partial, digest, Math.min(onDisk, size));
+    }
+    if (state.offset >= size) break;
+    if (state.offset > startOffset) failures = 0;
+    failures++;
+    if (failures >= policy.attempts) {
+      throw new LlamaOciError("NETWORK", `download of ${request.filename} (${digest}) failed after ${failures} attempts: ${reason}`, {
+        hint: "run the same pull again: it resumes from the bytes already downloaded",
+      });
+    }
+    const backoff = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (failures - 1));
+    const wait = retryDelay ?? Math.round(backoff * (0.8 + Math.random() * 0.4));
+    logger.debug(`retrying ${digest} in ${wait} ms (attempt ${failures + 1}/${policy.attempts}): ${reason}`);
+    onProgress?.({ type: "layer-retry", digest, attempt: failures + 1, maxAttempts: policy.attempts, delayMs: wait, reason });
+    await delay(wait, signal);
+  }
+
+  onProgress?.({ type: "verifying", digest, size });
+  const actual = `${parseDigest(digest).algorithm}:${state.hash.digest("hex")}`;
+  const written = (await stat(partial)).size;
+  if (written !== size) {
+    await store.discardPartial(digest);
+    throw new LlamaOciError("SIZE_MISMATCH", `${request.filename}: received ${written} bytes, the manifest says ${size}`, {
+      hint: "the registry served different content than its manifest describes; nothing was cached",
+    });
+  }
+  if (actual !== digest) {
+    await store.discardPartial(digest);
+    throw new LlamaOciError("DIGEST_MISMATCH", `${request.filename}: content digest ${actual} does not match ${digest}`, {
+      hint: "the download was corrupted in transit or the registry is serving bad data; nothing was cached, try again",
+    });
+  }
+  return transferred;
+}
+
+type Outcome =
+  | { kind: "write" }
+  | { kind: "restart" }
+  | { kind: "discard" }
+  | { kind: "retry"; delayMs?: number; reason: string };
+
+async function classify(response: HttpResponse, offset: number, request: BlobRequest, policy: RetryPolicy): Promise<Outcome> {
+  const status = response.status;
+  if (status === 206) {
+    const start = contentRangeStart(headerValue(response.headers, "content-range"));
+    if (start === offset) return { kind: "write" };
+    response.body.destroy();
+    return { kind: "discard" };
+  }
+  if (status === 200) return { kind: "restart" };
+  if (status === 416) {
+    response.body.destroy();
+    return { kind: "discard" };
+  }
+  if (status === 408 || status === 429 || status >= 500) {
+    const after = retryAfterMs(response);
+    if (after !== undefined && after > policy.maxRetryAfterMs) throw await request.client.error(response, `blob ${request.digest}`);
+    await response.body.dump().catch(() => {});
+    return { kind: "retry", delayMs: after, reason: `HTTP ${status}` };
+  }
+  throw await request.client.error(response, `blob ${request.digest}`);
+}
+
+export function contentRangeStart(value: string | undefined): number | undefined {
+  const match = /^bytes\s+(\d+)-(\d+)\/(\d+|\*)$/i.exec(value?.trim() ?? "");
+  return match ? Number(match[1]) : undefined;
+}
+
+async function writeBody(response: HttpResponse, partial: string, state: PartialState, request: BlobRequest): Promise<number> {
+  const { size, digest, onProgress } = request;
+  let received = 0;
+  let lastEmit = 0;
+  const meter = new Transform({
+    highWaterMark: 1 << 20,
+    transform(chunk: Buffer, _encoding, callback) {
+      if (state.offset + chunk.length > size) {
+        callback(
+          new LlamaOciError("SIZE_MISMATCH", `${request.filename}: the registry sent more than the ${size} bytes the manifest says`, {
+            hint: "the registry served different content than its manifest describes; nothing was cached",
+          }),
+        );
+        return;
+      }
+      state.hash.update(chunk);
+      state.offset += chunk.length;
+      received += chunk.length;
+      const now = Date.now();
+      if (onProgress && (now - lastEmit >= PROGRESS_INTERVAL_MS || state.offset === size)) {
+        lastEmit = now;
+        onProgress({ type: "layer-progress", digest, size, completed: state.offset });
+      }
+      callback(null, chunk);
+    },
+  });
+  try {
+    await pipeline(response.body, meter, createWriteStream(partial, { flags: "a", highWaterMark: 1 << 20 }), { signal: request.signal });
+  } catch (error) {
+    if (error instanceof LlamaOciError && error.code === "SIZE_MISMATCH") await request.store.discardPartial(digest);
+    throw error;
+  }
+  return received;
+}

@@ -1,0 +1,316 @@
+/**
+ * pull(): from a reference string to verified model files on disk. Resolves the reference (a manifest HEAD when
+ * the tag is cached, so an unchanged model costs no GET), picks the model manifest from an index, downloads
+ * every file of the artifact (all shards, projector, template, licenses) and lays them out for llama.cpp.
+ */
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { join } from "node:path";
+import { pipeline } from "node:stream/promises";
+import { LlamaOciError } from "../errors.js";
+import { createLogger, isTruthy, type Logger } from "../log.js";
+import { modelFiles, type ArtifactFormat, type ModelFileKind } from "./artifact.js";
+import { defaultCacheDir } from "./cache-dir.js";
+import { describeCredential, resolveCredentials, type ExplicitCredentials } from "./credentials.js";
+import { parseDigest } from "./digest.js";
+import { downloadBlob, type RetryPolicy } from "./download.js";
+import { parseManifest, selectManifestFromIndex, type ImageManifest } from "./manifest.js";
+import { fetchManifest, headManifest, type FetchedManifest } from "./manifest-fetch.js";
+import { parseInsecureList } from "./plain-http.js";
+import { runPool } from "./pool.js";
+import type { ProgressListener } from "./progress.js";
+import { formatReference, parseReference, type Reference } from "./reference.js";
+import { RegistryClient } from "./registry-client.js";
+import { Store, type ModelRecord, type StoredFile } from "./store.js";
+import { Transport } from "./transport.js";
+
+export interface PullOptions {
+  /** Cache root; default LLAMA_CACHE, else $XDG_CACHE_HOME/llama.cpp, else ~/.cache/llama.cpp. */
+  cacheDir?: string;
+  /** Resolve from the cache only, with no network at all (also LLAMA_OCI_OFFLINE=1). */
+  offline?: boolean;
+  /** Re-hash cached files instead of trusting the verification recorded when they were downloaded. */
+  verify?: boolean;
+  /** Registries (host[:port]) that may be reached over plain HTTP; loopback ones always may. */
+  insecureRegistries?: string[];
+  /** Credentials for this registry, used instead of the Docker / podman configuration. */
+  credentials?: ExplicitCredentials;
+  onProgress?: ProgressListener;
+  signal?: AbortSignal;
+  /** Trace every HTTP exchange (also LLAMA_OCI_DEBUG=1). */
+  verbose?: boolean;
+  onWarning?: (message: string) => void;
+  onDebug?: (message: string) => void;
+  /** Environment to read configuration from; default process.env. */
+  env?: NodeJS.ProcessEnv;
+  retry?: Partial<RetryPolicy>;
+  /** No bytes for this long counts as a stalled connection (default 30 s). */
+  stallTimeoutMs?: number;
+  /** Files downloaded at once (default 4). */
+  concurrency?: number;
+  /** How long a docker-credential helper may take (default 10 s). */
+  credentialHelperTimeoutMs?: number;
+}
+
+export interface PulledFile {
+  kind: ModelFileKind;
+  /** Absolute path of the file in its model folder. */
+  path: string;
+  /** File name relative to the model folder. */
+  filename: string;
+  digest: string;
+  size: number;
+  mediaType: string;
+}
+
+export interface PullResult {
+  /** Absolute path of the GGUF file to load (the first shard of a sharded model). */
+  path: string;
+  /** Digest of the model manifest. */
+  digest: string;
+  /** Total bytes of all the model's files. */
+  size: number;
+  /** The canonical reference that was pulled, e.g. "docker.io/ai/smollm2:135M-Q4_0". */
+  reference: string;
+  /** True when no blob bytes had to be transferred. */
+  fromCache: boolean;
+  files: PulledFile[];
+  /** The folder holding all files, laid out as llama.cpp expects. */
+  modelDir: string;
+  format: ArtifactFormat;
+  /** Multimodal projector, when the artifact has one. */
+  mmprojPath?: string;
+  /** Chat template (Jinja), when the artifact has one. */
+  chatTemplatePath?: string;
+  /** Blob bytes transferred over the network by this pull. */
+  bytesTransferred: number;
+}
+
+interface PullContext {
+  ref: Reference;
+  canonical: string;
+  store: Store;
+  logger: Logger;
+  options: PullOptions;
+}
+
+export async function pull(reference: string, options: PullOptions = {}): Promise<PullResult> {
+  const env = options.env ?? process.env;
+  const logger = createLogger({ verbose: options.verbose, onWarning: options.onWarning, onDebug: options.onDebug, env });
+  const ref = parseReference(reference);
+  const ctx: PullContext = {
+    ref,
+    canonical: formatReference(ref),
+    store: new Store(options.cacheDir ?? defaultCacheDir(env)),
+    logger,
+    options,
+  };
+  if (options.offline ?? isTruthy(env.LLAMA_OCI_OFFLINE)) return pullOffline(ctx);
+
+  const transport = new Transport({ logger, env });
+  try {
+    return await pullOnline(ctx, transport);
+  } finally {
+    await transport.close();
+  }
+}
+
+async function pullOffline(ctx: PullContext): Promise<PullResult> {
+  const manifestDigest = await cachedManifestDigest(ctx);
+  const result = manifestDigest ? await cachedResult(ctx, manifestDigest) : undefined;
+  if (!result) {
+    throw new LlamaOciError("OFFLINE", `${ctx.canonical} is not in the cache (${ctx.store.root}) and offline mode is on`, {
+      hint: "pull it once while online, or turn off --offline / LLAMA_OCI_OFFLINE",
+    });
+  }
+  return result;
+}
+
+/** The model manifest digest the reference resolved to last time, from the cache alone. */
+async function cachedManifestDigest(ctx: PullContext): Promise<string | undefined> {
+  const { ref, store } = ctx;
+  if (ref.tag) return (await store.readTag(ref.registry, ref.repository, ref.tag))?.manifestDigest;
+  if (!ref.digest) return undefined;
+  const body = await store.readManifest(ref.digest);
+  if (!body) return undefined;
+  const parsed = parseManifest(body, undefined);
+  return parsed.kind === "index" ? selectManifestFromIndex(parsed.index).digest : ref.digest;
+}
+
+async function pullOnline(ctx: PullContext, transport: Transport): Promise<PullResult> {
+  const { ref, store, logger, options } = ctx;
+  const env = options.env ?? process.env;
+  const credential = await resolveCredentials(ref.registry, {
+    env,
+    logger,
+    explicit: options.credentials,
+    helperTimeoutMs: options.credentialHelperTimeoutMs,
+    signal: options.signal,
+  });
+  logger.debug(`credentials for ${ref.registry}: ${describeCredential(credential)}`);
+  const client = new RegistryClient({
+    registry: ref.registry,
+    apiHost: ref.apiHost,
+    credential,
+    transport,
+    logger,
+    insecureRegistries: [...(options.insecureRegistries ?? []), ...parseInsecureList(env.LLAMA_OCI_INSECURE_REGISTRIES)],
+  });
+
+  // A cached digest reference needs no network; a cached tag needs one HEAD to know it is current.
+  if (ref.digest && !options.verify) {
+    const manifestDigest = await cachedManifestDigest(ctx);
+    const cached = manifestDigest ? await cachedResult(ctx, manifestDigest) : undefined;
+    if (cached) return cached;
+  }
+  const cachedTag = ref.tag ? await store.readTag(ref.registry, ref.repository, ref.tag) : undefined;
+  let top: FetchedManifest;
+  try {
+    if (cachedTag) {
+      const head = await headManifest(client, ref.repository, ref.tag!, options.signal);
+      if (head?.digest === cachedTag.digest) {
+        const cached = options.verify ? undefined : await cachedResult(ctx, cachedTag.manifestDigest);
+        if (cached) return cached;
+      }
+    }
+    top = await fetchManifest(client, ref.repository, ref.digest ?? ref.tag!, ctx.canonical, options.signal);
+  } catch (error) {
+    if (cachedTag && error instanceof LlamaOciError && error.code === "NETWORK") {
+      const cached = await cachedResult(ctx, cachedTag.manifestDigest);
+      if (cached) {
+        logger.warn(`${ref.registry} is unreachable (${error.message}); using the cached copy of ${ctx.canonical}`);
+        return cached;
+      }
+    }
+    throw error;
+  }
+
+  let model = top;
+  if (top.parsed.kind === "index") {
+    await store.writeManifest(top.digest, top.body);
+    const child = selectManifestFromIndex(top.parsed.index);
+    logger.debug(`index ${top.digest}: using manifest ${child.digest}`);
+    model = await fetchManifest(client, ref.repository, child.digest, `${ctx.canonical} (manifest ${child.digest})`, options.signal);
+  }
+  if (model.parsed.kind !== "manifest") {
+    throw new LlamaOciError("UNSUPPORTED_ARTIFACT", `${ctx.canonical}: an index inside an index is not a model artifact`);
+  }
+  const manifest = model.parsed.manifest;
+  const { format, files } = modelFiles(manifest);
+  const stored: StoredFile[] = files.map((f) => ({
+    kind: f.kind,
+    mediaType: f.descriptor.mediaType,
+    digest: f.descriptor.digest,
+    size: f.descriptor.size,
+    filename: f.filename,
+  }));
+  const totalBytes = stored.reduce((sum, f) => sum + f.size, 0);
+  options.onProgress?.({ type: "resolved", reference: ctx.canonical, digest: model.digest, files: stored.length, totalBytes });
+
+  if (options.verify) await reverifyBlobs(ctx, [...stored, configFile(manifest)]);
+  const blobs = [configFile(manifest), ...stored];
+  const transfers = await runPool(blobs, options.concurrency ?? 4, (file) =>
+    downloadBlob({
+      client,
+      store,
+      repository: ref.repository,
+      digest: file.digest,
+      size: file.size,
+      filename: file.filename,
+      logger,
+      onProgress: file.kind === "config" ? undefined : options.onProgress,
+      signal: options.signal,
+      retry: options.retry,
+      stallTimeoutMs: options.stallTimeoutMs,
+    }),
+  );
+
+  await store.writeManifest(model.digest, model.body);
+  const record: ModelRecord = {
+    manifestDigest: model.digest,
+    format,
+    configDigest: manifest.config.digest,
+    files: stored,
+    verifiedAt: new Date().toISOString(),
+  };
+  const modelDir = await store.linkModel(model.digest, stored);
+  await store.writeModel(record);
+  if (ref.tag) {
+    await store.writeTag(ref.registry, ref.repository, ref.tag, {
+      reference: ctx.canonical,
+      digest: top.digest,
+      mediaType: top.mediaType,
+      manifestDigest: model.digest,
+      resolvedAt: new Date().toISOString(),
+    });
+  }
+  const bytesTransferred = transfers.reduce((sum, t) => sum + t.bytesTransferred, 0);
+  return buildResult(ctx, record, modelDir, bytesTransferred === 0 && transfers.every((t) => t.fromCache), bytesTransferred);
+}
+
+function configFile(manifest: ImageManifest): StoredFile {
+  return { kind: "config", mediaType: manifest.config.mediaType, digest: manifest.config.digest, size: manifest.config.size, filename: "config" };
+}
+
+/** The result for a model whose files are all in the cache, or undefined. */
+async function cachedResult(ctx: PullContext, manifestDigest: string): Promise<PullResult | undefined> {
+  const { store, options } = ctx;
+  const record = await store.readModel(manifestDigest);
+  if (!record) return undefined;
+  for (const file of record.files) {
+    if (!(await store.hasBlob(file.digest, file.size))) return undefined;
+  }
+  if (options.verify) {
+    const bad = await reverifyBlobs(ctx, record.files);
+    if (bad > 0) return undefined;
+  }
+  const modelDir = await store.linkModel(manifestDigest, record.files);
+  for (const file of record.files) options.onProgress?.({ type: "layer-done", digest: file.digest, size: file.size, fromCache: true });
+  return buildResult(ctx, record, modelDir, true, 0);
+}
+
+/** Re-hashes cached blobs; a blob that no longer matches its digest is removed. Returns how many were bad. */
+async function reverifyBlobs(ctx: PullContext, files: StoredFile[]): Promise<number> {
+  let bad = 0;
+  for (const file of files) {
+    if (!(await ctx.store.hasBlob(file.digest, file.size))) continue;
+    ctx.options.onProgress?.({ type: "verifying", digest: file.digest, size: file.size });
+    const hash = createHash(parseDigest(file.digest).algorithm);
+    await pipeline(createReadStream(ctx.store.blobPath(file.digest), { highWaterMark: 1 << 20 }), async (source: AsyncIterable<Buffer>) => {
+      for await (const chunk of source) hash.update(chunk);
+    });
+    const actual = `${parseDigest(file.digest).algorithm}:${hash.digest("hex")}`;
+    if (actual !== file.digest) {
+      bad++;
+      ctx.logger.warn(`cached ${file.filename} is corrupt (digest ${actual}); it will be downloaded again`);
+      await ctx.store.removeBlob(file.digest);
+    }
+  }
+  return bad;
+}
+
+function buildResult(ctx: PullContext, record: ModelRecord, modelDir: string, fromCache: boolean, bytesTransferred: number): PullResult {
+  const files: PulledFile[] = record.files.map((f) => ({
+    kind: f.kind as ModelFileKind,
+    path: join(modelDir, ...f.filename.split("/")),
+    filename: f.filename,
+    digest: f.digest,
+    size: f.size,
+    mediaType: f.mediaType,
+  }));
+  const first = files.find((f) => f.kind === "gguf");
+  if (!first) throw new LlamaOciError("UNSUPPORTED_ARTIFACT", `${ctx.canonical} has no GGUF file`);
+  return {
+    path: first.path,
+    digest: record.manifestDigest,
+    size: files.reduce((sum, f) => sum + f.size, 0),
+    reference: ctx.canonical,
+    fromCache,
+    files,
+    modelDir,
+    format: record.format as ArtifactFormat,
+    mmprojPath: files.find((f) => f.kind === "mmproj")?.path,
+    chatTemplatePath: files.find((f) => f.kind === "chat-template")?.path,
+    bytesTransferred,
+  };
+}
