@@ -105,7 +105,7 @@ describe("parseManifest", () => {
     expect(parsed.manifest.config).toEqual({ mediaType: DOCKER_MODEL_CONFIG_V01, digest: d("config"), size: 123 });
     expect(parsed.manifest.layers).toEqual(raw.layers);
     expect(parsed.manifest.artifactType).toBe("application/vnd.example+json");
-    expect(parsed.manifest.annotations).toEqual(raw.annotations);
+    expect(parsed.manifest.annotations).toEqual((raw as { annotations?: unknown }).annotations);
   });
 
   it("ignores Content-Type parameters and case", () => {
