@@ -3,7 +3,9 @@
  * HTTP_PROXY / HTTPS_PROXY / NO_PROXY, and a trace of every exchange for --verbose that never shows a secret.
  * Extra CA certificates come from NODE_EXTRA_CA_CERTS, which Node loads into the default TLS store undici uses.
  */
-import { EnvHttpProxyAgent, request, type Dispatcher } from "undici";
+import type { Dispatcher } from "undici";
+import EnvHttpProxyAgent from "undici/lib/dispatcher/env-http-proxy-agent.js";
+import dispatchRequest from "undici/lib/api/api-request.js";
 import { LlamaOciError, abortError } from "../errors.js";
 import { redactUrl, type Logger } from "../log.js";
 
@@ -61,8 +63,10 @@ export class Transport {
     const started = Date.now();
     let response: Dispatcher.ResponseData;
     try {
-      response = await request(url, {
-        dispatcher: this.dispatcher,
+      const target = new URL(url);
+      response = await dispatchRequest.call(this.dispatcher, {
+        origin: target.origin,
+        path: `${target.pathname}${target.search}`,
         method,
         headers: { "user-agent": this.userAgent, ...init.headers },
         body: init.body,

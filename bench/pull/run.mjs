@@ -1,0 +1,211 @@
+#!/usr/bin/env node
+// Pull benchmark: `llama-oci pull` against skopeo and curl(+sha256sum), same registry, same blobs, alternating runs,
+// fresh destination each run. Prints medians, the ratios the targets are stated in, and our peak RSS.
+//
+//   node bench/pull/run.mjs [--sizes 100,1000] [--runs 3]      (sizes in MB)
+//
+// Needs: docker-registry, skopeo, curl, sha256sum (Debian: apt-get install docker-registry skopeo curl).
+import { execFileSync, spawn } from "node:child_process";
+import { createHash, randomFillSync } from "node:crypto";
+import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+
+// One SHA-256 pass over a file, as Node does it: the floor for any verifying download.
+const SHA_SCRIPT = `
+const h = require("node:crypto").createHash("sha256");
+require("node:fs").createReadStream(process.argv[1], { highWaterMark: 1 << 20 }).on("data", (c) => h.update(c)).on("end", () => h.digest("hex"));
+`;
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const { values } = parseArgs({ options: { sizes: { type: "string", default: "100,1000" }, runs: { type: "string", default: "3" } } });
+const sizesMB = values.sizes.split(",").map(Number);
+const runs = Number(values.runs);
+
+for (const tool of ["docker-registry", "skopeo", "curl", "sha256sum"]) {
+  try {
+    execFileSync("sh", ["-c", `command -v ${tool}`], { stdio: "ignore" });
+  } catch {
+    console.error(`bench: ${tool} is missing (apt-get install docker-registry skopeo curl coreutils)`);
+    process.exit(2);
+  }
+}
+if (!existsSync(join(root, "dist", "esm", "cli", "main.js"))) execFileSync("npm", ["run", "build"], { cwd: root, stdio: "inherit" });
+
+const work = join(tmpdir(), `llama-oci-bench-${process.pid}`);
+mkdirSync(work, { recursive: true });
+const port = await freePort();
+const registryUrl = `http://127.0.0.1:${port}`;
+const configPath = join(work, "registry.json");
+writeFileSync(
+  configPath,
+  JSON.stringify({
+    version: 0.1,
+    log: { level: "error", accesslog: { disabled: true } },
+    storage: { filesystem: { rootdirectory: join(work, "registry") } },
+    http: { addr: `127.0.0.1:${port}`, secret: "bench" },
+  }),
+);
+const registry = spawn("docker-registry", ["serve", configPath], { stdio: "ignore" });
+process.on("exit", () => registry.kill("SIGKILL"));
+await waitFor(`${registryUrl}/v2/`);
+
+const rows = [];
+try {
+  for (const mb of sizesMB) rows.push(await benchSize(mb));
+} finally {
+  registry.kill("SIGKILL");
+  rmSync(work, { recursive: true, force: true });
+}
+
+console.log("\n| blob | llama-oci pull | skopeo copy | curl + sha256sum | curl alone | Node SHA-256 pass | skopeo / ours | ours / max(curl, sha) | peak RSS |");
+console.log("|---|---|---|---|---|---|---|---|---|");
+for (const r of rows) {
+  console.log(
+    `| ${r.mb} MB | ${s(r.ours)} | ${s(r.skopeo)} | ${s(r.curlSha)} | ${s(r.curl)} | ${s(r.sha)} | ${(r.skopeo / r.ours).toFixed(2)}x | ${(r.ours / Math.max(r.curl, r.sha)).toFixed(2)} | ${(r.rss / 1e6).toFixed(0)} MB |`,
+  );
+}
+console.log("\ntargets: skopeo / ours >= 1.5, ours / max(curl, sha) <= 1.3, peak RSS < 150 MB");
+
+async function benchSize(mb) {
+  const size = mb * 1_000_000;
+  const file = join(work, `model-${mb}.gguf`);
+  console.error(`bench: writing a ${mb} MB GGUF and pushing it`);
+  const digest = await writeRandomGguf(file, size);
+  const repository = "bench/model";
+  const tag = `${mb}mb`;
+  await pushBlobFile(repository, file, digest);
+  const config = Buffer.from(JSON.stringify({ config: { format: "gguf" }, rootfs: { type: "rootfs", diff_ids: [digest] } }));
+  const configDigest = sha256(config);
+  await pushBlobBuffer(repository, config, configDigest);
+  const manifest = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: "application/vnd.oci.image.manifest.v1+json",
+    config: { mediaType: "application/vnd.docker.ai.model.config.v0.1+json", digest: configDigest, size: config.length },
+    layers: [{ mediaType: "application/vnd.docker.ai.gguf.v3", digest, size }],
+  });
+  const put = await fetch(`${registryUrl}/v2/${repository}/manifests/${tag}`, {
+    method: "PUT",
+    headers: { "content-type": "application/vnd.oci.image.manifest.v1+json" },
+    body: manifest,
+  });
+  if (put.status !== 201) throw new Error(`manifest push failed: ${put.status}`);
+  rmSync(file);
+
+  const reference = `127.0.0.1:${port}/${repository}:${tag}`;
+  const blobUrl = `${registryUrl}/v2/${repository}/blobs/${digest}`;
+  const times = { ours: [], skopeo: [], curlSha: [], curl: [], sha: [] };
+  const rss = [];
+  for (let run = 0; run < runs; run++) {
+    const dest = join(work, `run-${mb}-${run}`);
+    const rssFile = join(work, "rss");
+    times.ours.push(
+      timed("node", ["-r", join(root, "bench/pull/report-rss.cjs"), join(root, "bin/llama-oci.js"), "pull", "-q", "--cache-dir", `${dest}-ours`, reference], {
+        LLAMA_OCI_BENCH_RSS_FILE: rssFile,
+      }),
+    );
+    rss.push(Number(readFileSync(rssFile, "utf8")));
+    rmSync(`${dest}-ours`, { recursive: true, force: true });
+    times.skopeo.push(timed("skopeo", ["copy", "-q", "--src-tls-verify=false", `docker://${reference}`, `dir:${dest}-skopeo`]));
+    rmSync(`${dest}-skopeo`, { recursive: true, force: true });
+    times.curlSha.push(timed("sh", ["-c", `curl -sf -o '${dest}-curl' '${blobUrl}' && sha256sum '${dest}-curl' >/dev/null`]));
+    rmSync(`${dest}-curl`, { force: true });
+    times.curl.push(timed("curl", ["-sf", "-o", `${dest}-curl`, blobUrl]));
+    times.sha.push(timed("node", ["-e", SHA_SCRIPT, `${dest}-curl`]));
+    rmSync(`${dest}-curl`, { force: true });
+    console.error(`bench: ${mb} MB run ${run + 1}/${runs}: ours ${s(times.ours.at(-1))}, skopeo ${s(times.skopeo.at(-1))}, curl ${s(times.curl.at(-1))}`);
+  }
+  return {
+    mb,
+    ours: median(times.ours),
+    skopeo: median(times.skopeo),
+    curlSha: median(times.curlSha),
+    curl: median(times.curl),
+    sha: median(times.sha),
+    rss: Math.max(...rss),
+  };
+}
+
+function timed(command, args, env = {}) {
+  const start = process.hrtime.bigint();
+  execFileSync(command, args, { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, ...env } });
+  return Number(process.hrtime.bigint() - start) / 1e9;
+}
+
+async function writeRandomGguf(path, size) {
+  const hash = createHash("sha256");
+  const out = createWriteStream(path);
+  const chunk = Buffer.alloc(8 << 20);
+  let written = 0;
+  for (let i = 0; written < size; i++) {
+    randomFillSync(chunk);
+    const piece = chunk.subarray(0, Math.min(chunk.length, size - written));
+    if (written === 0) piece.write("GGUF", 0, "latin1");
+    hash.update(piece);
+    if (!out.write(piece)) await new Promise((resolve) => out.once("drain", resolve));
+    written += piece.length;
+  }
+  await new Promise((resolve, reject) => out.end((error) => (error ? reject(error) : resolve())));
+  return `sha256:${hash.digest("hex")}`;
+}
+
+async function pushBlobFile(repository, file, digest) {
+  const location = await startUpload(repository);
+  const url = `${location}${location.includes("?") ? "&" : "?"}digest=${digest}`;
+  await new Promise((resolve, reject) => {
+    const req = spawn("curl", ["-sf", "-X", "PUT", "-H", "content-type: application/octet-stream", "--data-binary", `@${file}`, url], { stdio: "inherit" });
+    req.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`blob upload failed (${code})`))));
+  });
+}
+
+async function pushBlobBuffer(repository, data, digest) {
+  const location = await startUpload(repository);
+  const res = await fetch(`${location}${location.includes("?") ? "&" : "?"}digest=${digest}`, { method: "PUT", body: data });
+  if (res.status !== 201) throw new Error(`blob upload failed: ${res.status}`);
+}
+
+async function startUpload(repository) {
+  const res = await fetch(`${registryUrl}/v2/${repository}/blobs/uploads/`, { method: "POST" });
+  if (res.status !== 202) throw new Error(`upload start failed: ${res.status}`);
+  return new URL(res.headers.get("location"), registryUrl).toString();
+}
+
+function sha256(data) {
+  return `sha256:${createHash("sha256").update(data).digest("hex")}`;
+}
+
+function median(list) {
+  const sorted = [...list].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+function s(seconds) {
+  return `${seconds.toFixed(2)} s`;
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitFor(url) {
+  for (let i = 0; i < 200; i++) {
+    try {
+      await fetch(url);
+      return;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  throw new Error(`registry did not start at ${url}`);
+}
+
