@@ -84,7 +84,10 @@ export class RegistryClient {
       } catch (error) {
         lastError = error;
         if (signal?.aborted) throw error;
+        // Only a server that does not speak TLS at all may be retried over http: a certificate that fails
+        // verification is a TLS server, and plain http to it would be a silent downgrade.
         if (scheme === "https" && this.plainHttpAllowed) {
+          if (!isNotTlsFailure(error)) throw error;
           this.logger.debug(`https to ${this.apiHost} failed (${describeNetworkError(error)}); trying plain http`);
         }
         continue;
@@ -200,6 +203,21 @@ export class RegistryClient {
   async error(response: HttpResponse, what: string): Promise<LlamaOciError> {
     const error = await registryError(response, { registry: this.registry, what });
     if (error.code === "UNAUTHORIZED" && this.credential.kind !== "anonymous") {
+      // The token server accepted these credentials (a token was issued); the registry's verdict is on the token.
+      const challenge = preferredChallenge(parseWwwAuthenticate(response.headers["www-authenticate"]));
+      const verdict = this.credential.kind !== "registryToken" && challenge?.scheme === "bearer" ? challenge.params.error : undefined;
+      if (verdict === "insufficient_scope") {
+        return new LlamaOciError("DENIED", `${this.registry} denied pull access to ${what} for the credentials from ${this.credential.source}`, {
+          hint: "check the repository name: it may not exist, or your account may not be allowed to pull it",
+          status: response.status,
+        });
+      }
+      if (verdict === "invalid_token") {
+        return new LlamaOciError("UNAUTHORIZED", `${this.registry} did not accept the token issued for the credentials from ${this.credential.source} (${what})`, {
+          hint: `the registry's token service may be misconfigured, or this machine's clock wrong; if it persists, run '${loginCommand(this.registry)}' again`,
+          status: response.status,
+        });
+      }
       return new LlamaOciError("UNAUTHORIZED", `${this.registry} rejected the credentials from ${this.credential.source} for ${what}`, {
         hint: `check the username and password, then run '${loginCommand(this.registry)}' again`,
         status: response.status,
@@ -211,6 +229,29 @@ export class RegistryClient {
   manifestHeaders(): HttpHeaders {
     return { accept: MANIFEST_ACCEPT };
   }
+}
+
+const NOT_TLS_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "UND_ERR_SOCKET",
+  "UND_ERR_CLOSED",
+  "ERR_SSL_WRONG_VERSION_NUMBER",
+  "ERR_SSL_PACKET_LENGTH_TOO_LONG",
+  "ERR_SSL_HTTP_REQUEST",
+]);
+
+/** Whether an https attempt failed because no TLS server answered (nothing listening, or plain HTTP spoken back). */
+export function isNotTlsFailure(error: unknown): boolean {
+  let current: unknown = error;
+  for (let depth = 0; current && depth < 5; depth++) {
+    const { code, message } = current as { code?: string; message?: string };
+    if (code && NOT_TLS_CODES.has(code)) return true;
+    if (typeof message === "string" && /wrong version number|packet length too long|http request/i.test(message)) return true;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return false;
 }
 
 function isRedirect(status: number): boolean {

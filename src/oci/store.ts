@@ -161,6 +161,9 @@ async function placeLink(source: string, target: string): Promise<void> {
     }
   }
   await rename(temp, target);
+  // rename(2) does nothing when temp and target are already links to the same file (another process placed
+  // target meanwhile), leaving temp behind.
+  await rm(temp, { force: true });
 }
 
 export async function atomicWrite(path: string, data: string | Buffer): Promise<void> {

@@ -6,8 +6,14 @@
 import type { Dispatcher } from "undici";
 import EnvHttpProxyAgent from "undici/lib/dispatcher/env-http-proxy-agent.js";
 import dispatchRequest from "undici/lib/api/api-request.js";
+import connectApi from "undici/lib/api/api-connect.js";
+import DispatcherClass from "undici/lib/dispatcher/dispatcher.js";
 import { LlamaOciError, abortError } from "../errors.js";
 import { redactUrl, type Logger } from "../log.js";
+
+// ProxyAgent opens its tunnels with dispatcher.connect(), which undici's index adds to every dispatcher; loading its
+// modules directly skips that, and every proxied request failed with "this[kClient].connect is not a function".
+if (typeof DispatcherClass.prototype.connect !== "function") Object.assign(DispatcherClass.prototype, { connect: connectApi });
 
 export type HttpHeaders = Record<string, string>;
 
@@ -48,9 +54,10 @@ export class Transport {
     this.logger = options.logger;
     this.userAgent = options.userAgent ?? USER_AGENT;
     this.dispatcher = new EnvHttpProxyAgent({
-      httpProxy: env.http_proxy ?? env.HTTP_PROXY,
-      httpsProxy: env.https_proxy ?? env.HTTPS_PROXY,
-      noProxy: env.no_proxy ?? env.NO_PROXY,
+      // "" rather than undefined: undici would otherwise fall back to process.env, not the env we were given.
+      httpProxy: env.http_proxy ?? env.HTTP_PROXY ?? "",
+      httpsProxy: env.https_proxy ?? env.HTTPS_PROXY ?? "",
+      noProxy: env.no_proxy ?? env.NO_PROXY ?? "",
       connections: options.connections ?? 8,
       keepAliveTimeout: 10_000,
       connect: { timeout: 15_000 },
@@ -100,16 +107,34 @@ export function headerValue(headers: HttpResponse["headers"], name: string): str
 export function describeNetworkError(error: unknown): string {
   const err = error as { code?: string; message?: string; cause?: { code?: string; message?: string } };
   const code = err?.code ?? err?.cause?.code;
-  const message = err?.cause?.message ?? err?.message ?? String(error);
+  // OpenSSL messages end in a newline; a trace or error line must stay one line.
+  const message = (err?.cause?.message ?? err?.message ?? String(error)).replace(/\s+/g, " ").trim();
   return code ? `${code}: ${message}` : message;
 }
 
 export function networkError(url: string, error: unknown): LlamaOciError {
   const host = safeHost(url);
+  if (isCertificateError(error)) {
+    return new LlamaOciError("NETWORK", `the TLS certificate of ${host} is not trusted: ${describeNetworkError(error)}`, {
+      hint: "if the registry uses a private CA, set NODE_EXTRA_CA_CERTS to its certificate file (PEM)",
+      cause: error,
+    });
+  }
   return new LlamaOciError("NETWORK", `cannot reach ${host}: ${describeNetworkError(error)}`, {
     hint: "check the network, proxy settings (HTTPS_PROXY, NO_PROXY) and the registry address",
     cause: error,
   });
+}
+
+/** TLS verification failures (OpenSSL X509 codes and Node's host name check), anywhere in the cause chain. */
+function isCertificateError(error: unknown): boolean {
+  let current: unknown = error;
+  for (let depth = 0; current && depth < 5; depth++) {
+    const code = (current as { code?: string }).code;
+    if (code && /CERT|SELF_SIGNED|UNABLE_TO_(GET_ISSUER|VERIFY_LEAF)|HOSTNAME_MISMATCH|INVALID_CA/.test(code)) return true;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return false;
 }
 
 function safeHost(url: string): string {

@@ -1,4 +1,4 @@
-// The two undici modules the transport needs, loaded directly: undici's index pulls in fetch, WebSocket, caches
+// The undici modules the transport needs, loaded directly: undici's index pulls in fetch, WebSocket, caches
 // and mocks (~120 ms of start-up) that a CLI pull never uses. undici is pinned to an exact version in package.json.
 declare module "undici/lib/dispatcher/env-http-proxy-agent.js" {
   import type { EnvHttpProxyAgent } from "undici";
@@ -10,4 +10,16 @@ declare module "undici/lib/api/api-request.js" {
   import type { Dispatcher } from "undici";
   function request(this: Dispatcher, options: Dispatcher.RequestOptions): Promise<Dispatcher.ResponseData>;
   export default request;
+}
+
+declare module "undici/lib/api/api-connect.js" {
+  import type { Dispatcher } from "undici";
+  const connect: Dispatcher["connect"];
+  export default connect;
+}
+
+declare module "undici/lib/dispatcher/dispatcher.js" {
+  import type { Dispatcher } from "undici";
+  const DispatcherClass: typeof Dispatcher;
+  export default DispatcherClass;
 }

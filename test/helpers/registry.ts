@@ -5,7 +5,8 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
+import { get as httpsGet } from "node:https";
 import { join } from "node:path";
 import { hashSync } from "bcryptjs";
 import { freePort } from "./ports.js";
@@ -15,7 +16,7 @@ import type { TokenServer } from "./token-server.js";
 export const REGISTRY_BINARY = process.env.LLAMA_OCI_TEST_REGISTRY ?? "/usr/bin/docker-registry";
 
 export interface RegistryHandle {
-  /** http://127.0.0.1:PORT */
+  /** http://127.0.0.1:PORT (https:// with the tls option) */
   url: string;
   /** 127.0.0.1:PORT */
   host: string;
@@ -36,6 +37,8 @@ export interface RegistryOptions {
   keepRootDir?: boolean;
   /** Pull-through cache mode (config `proxy:`). */
   proxy?: { remoteUrl: string; username?: string; password?: string };
+  /** Serve HTTPS with this PEM certificate and key (config http.tls). */
+  tls?: { certPath: string; keyPath: string };
 }
 
 const MAX_LOG_CHARS = 64 * 1024;
@@ -62,7 +65,7 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Regi
       const configPath = join(configDir, "config.yml");
       await writeFile(configPath, JSON.stringify(await registryConfig(options, rootDir, configDir, port), null, 2));
       try {
-        return await launch(configPath, port, rootDir, async () => {
+        return await launch(configPath, port, rootDir, options.tls, async () => {
           await removeDir(configDir);
           if (ownsRootDir && !options.keepRootDir) await removeDir(rootDir);
         });
@@ -91,6 +94,9 @@ async function registryConfig(options: RegistryOptions, rootDir: string, configD
     },
     http: { addr: `127.0.0.1:${port}`, secret: "test-only" },
   };
+  if (options.tls !== undefined) {
+    (config.http as Record<string, unknown>).tls = { certificate: options.tls.certPath, key: options.tls.keyPath };
+  }
   if (options.redirectTo !== undefined) {
     config.middleware = { storage: [{ name: "redirect", options: { baseurl: options.redirectTo } }] };
   }
@@ -114,7 +120,14 @@ async function registryConfig(options: RegistryOptions, rootDir: string, configD
   return config;
 }
 
-async function launch(configPath: string, port: number, rootDir: string, cleanup: () => Promise<void>): Promise<RegistryHandle> {
+async function launch(
+  configPath: string,
+  port: number,
+  rootDir: string,
+  tls: RegistryOptions["tls"],
+  cleanup: () => Promise<void>,
+): Promise<RegistryHandle> {
+  const ca = tls ? await readFile(tls.certPath) : undefined;
   installExitHook();
   // setpriv --pdeathsig: the registry dies with us even when this process is SIGKILLed (no 'exit' event then).
   const command = existsSync("/usr/bin/setpriv")
@@ -134,7 +147,7 @@ async function launch(configPath: string, port: number, rootDir: string, cleanup
   child.once("error", (error) => (spawnError = error));
   void exited.then(() => running.delete(child));
 
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${tls ? "https" : "http"}://127.0.0.1:${port}`;
   let stopped = false;
   const stop = async () => {
     if (stopped) return;
@@ -154,7 +167,8 @@ async function launch(configPath: string, port: number, rootDir: string, cleanup
       await stop();
       throw new Error(`registry exited during startup (${spawnError?.message ?? `code ${child.exitCode}`}):\n${logs}`);
     }
-    const status = await fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1_000) }).then(
+    const probe: Promise<ProbeResponse> = ca ? httpsStatus(`${url}/v2/`, ca) : fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1_000) });
+    const status = await probe.then(
       async (res) => {
         await res.body?.cancel();
         return res.status;
@@ -170,4 +184,21 @@ async function launch(configPath: string, port: number, rootDir: string, cleanup
   }
 
   return { url, host: `127.0.0.1:${port}`, rootDir, logs: () => logs, stop };
+}
+
+interface ProbeResponse {
+  status: number;
+  body: { cancel(): Promise<void> } | null;
+}
+
+/** GET status over HTTPS trusting `ca`, shaped like fetch's response for the startup probe. */
+function httpsStatus(url: string, ca: Buffer): Promise<ProbeResponse> {
+  return new Promise((resolve, reject) => {
+    const req = httpsGet(url, { ca, timeout: 1_000 }, (res) => {
+      res.resume();
+      resolve({ status: res.statusCode ?? 0, body: { cancel: async () => void res.destroy() } });
+    });
+    req.on("timeout", () => req.destroy(new Error("timeout")));
+    req.on("error", reject);
+  });
 }
