@@ -5,9 +5,8 @@
  * downloaded by one process at a time (a lock per blob); others wait and then find it in the cache.
  */
 import { createHash, type Hash } from "node:crypto";
-import { createReadStream, createWriteStream } from "node:fs";
-import { readFile, stat, truncate, writeFile } from "node:fs/promises";
-import { Transform } from "node:stream";
+import { createReadStream } from "node:fs";
+import { open, readFile, stat, truncate, writeFile, type FileHandle } from "node:fs/promises";
 import { pipeline } from "node:stream/promises";
 import { LlamaOciError, abortError, isAbort } from "../errors.js";
 import type { Logger } from "../log.js";
@@ -228,21 +227,26 @@ export function contentRangeStart(value: string | undefined): number | undefined
 }
 
 async function writeBody(response: HttpResponse, partial: string, state: PartialState, request: BlobRequest): Promise<number> {
-  const { size, digest, onProgress } = request;
+  const { size, digest, onProgress, signal } = request;
   let received = 0;
   let lastEmit = 0;
-  const meter = new Transform({
-    highWaterMark: 1 << 20,
-    transform(chunk: Buffer, _encoding, callback) {
+  let tooLong = false;
+  // Each chunk reaches the file before the next is read (the hash runs while it is written), so when the connection
+  // breaks or stalls, or the process is killed, the partial holds every byte the body handed over, and no write is
+  // still in flight when the caller looks at its size. (A destroyed stream pipeline drops what its buffers hold, and
+  // its last write can land after the caller's stat, doubling bytes in the file.)
+  const file = await open(partial, "a");
+  try {
+    for await (const chunk of response.body as AsyncIterable<Buffer>) {
+      if (signal?.aborted) throw abortError(signal);
       if (state.offset + chunk.length > size) {
-        callback(
-          new LlamaOciError("SIZE_MISMATCH", `${request.filename}: the registry sent more than the ${size} bytes the manifest says`, {
-            hint: "the registry served different content than its manifest describes; nothing was cached",
-          }),
-        );
-        return;
+        tooLong = true;
+        response.body.destroy();
+        break;
       }
+      const writing = writeAll(file, chunk, partial);
       state.hash.update(chunk);
+      await writing;
       state.offset += chunk.length;
       received += chunk.length;
       const now = Date.now();
@@ -250,14 +254,27 @@ async function writeBody(response: HttpResponse, partial: string, state: Partial
         lastEmit = now;
         onProgress({ type: "layer-progress", digest, size, completed: state.offset });
       }
-      callback(null, chunk);
-    },
-  });
-  try {
-    await pipeline(response.body, meter, createWriteStream(partial, { flags: "a", highWaterMark: 1 << 20 }), { signal: request.signal });
-  } catch (error) {
-    if (error instanceof LlamaOciError && error.code === "SIZE_MISMATCH") await request.store.discardPartial(digest);
-    throw error;
+    }
+  } finally {
+    await file.close();
+  }
+  if (tooLong) {
+    await request.store.discardPartial(digest);
+    throw new LlamaOciError("SIZE_MISMATCH", `${request.filename}: the registry sent more than the ${size} bytes the manifest says`, {
+      hint: "the registry served different content than its manifest describes; nothing was cached",
+    });
   }
   return received;
+}
+
+async function writeAll(file: FileHandle, chunk: Buffer, path: string): Promise<void> {
+  try {
+    for (let done = 0; done < chunk.length; ) done += (await file.write(chunk, done)).bytesWritten;
+  } catch (error) {
+    // A disk failure, not a network one: retrying the download would not help (and the hash is already ahead).
+    throw new LlamaOciError("CACHE", `cannot write ${path}: ${(error as Error).message}`, {
+      hint: "check free disk space and permissions of the cache directory (--cache-dir / LLAMA_CACHE)",
+      cause: error,
+    });
+  }
 }

@@ -1,7 +1,8 @@
 /**
  * An HTTP reverse proxy in front of a registry or CDN for fault injection: it counts response body bytes sent to
  * the client (total and per path), records requests, and applies queued faults (cut the connection, flip a byte,
- * answer an error status, stall). It forwards with the upstream's Host, so the registry builds upstream URLs, and
+ * answer an error status, stall, or rewrite the Range the upstream sees, so it ignores it or answers another
+ * offset). It forwards with the upstream's Host, so the registry builds upstream URLs, and
  * rewrites Location headers that point at the upstream origin to point at the proxy.
  */
 import { Agent, createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
@@ -12,6 +13,8 @@ export interface ProxiedRequest {
   /** Path and query as the client sent them. */
   path: string;
   range?: string;
+  /** The Range sent upstream when a fault rewrote it ("" when it was dropped). */
+  forwardedRange?: string;
   /** Status the client got (upstream's or an injected one); unset while in flight. */
   status?: number;
   at: number;
@@ -36,6 +39,13 @@ export type Fault = FaultCommon &
     | { kind: "corrupt"; offset: number }
     | { kind: "status"; status: 503 | 429 | 500 | 502 | 504; retryAfter?: string; times: number }
     | { kind: "stall"; afterBytes: number; ms: number }
+    /** Drops Range and If-Range upstream, so the upstream answers 200 with the whole body. Range requests only. */
+    | { kind: "ignore-range" }
+    /**
+     * Moves the start of a `bytes=N-M` Range by `by` bytes upstream, so the upstream answers a 206 at another offset
+     * (or a 416 when the start passes the end). Range requests only.
+     */
+    | { kind: "shift-range"; by: number }
   );
 
 export interface FaultProxy {
@@ -68,9 +78,10 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
 
   const takeFault = (info: FaultRequestInfo, body: { status: number } | undefined): Fault | undefined => {
     const index = faults.findIndex(({ fault }) => {
-      const isBodyFault = fault.kind !== "status";
+      const isBodyFault = fault.kind === "cut-after" || fault.kind === "corrupt" || fault.kind === "stall";
       if (isBodyFault !== (body !== undefined)) return false;
       if (body && (info.method !== "GET" || (body.status !== 200 && body.status !== 206))) return false;
+      if ((fault.kind === "ignore-range" || fault.kind === "shift-range") && typeof info.headers.range !== "string") return false;
       return fault.match ? fault.match(info) : true;
     });
     if (index < 0) return undefined;
@@ -106,6 +117,14 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
 
     const headers: IncomingHttpHeaders = { ...req.headers, host: upstream.host };
     for (const name of HOP_BY_HOP) if (name !== "transfer-encoding") delete headers[name];
+    if (injected?.kind === "ignore-range") {
+      delete headers.range;
+      delete headers["if-range"];
+      record.forwardedRange = "";
+    } else if (injected?.kind === "shift-range") {
+      headers.range = shiftRange(String(req.headers.range), injected.by);
+      record.forwardedRange = headers.range;
+    }
     const upReq = httpRequest({
       agent,
       host: upstream.hostname,
@@ -217,6 +236,13 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
       agent.destroy();
     },
   };
+}
+
+/** `bytes=N-M` (or `bytes=N-`) with N moved by `by`; other forms are returned unchanged. */
+function shiftRange(range: string, by: number): string {
+  const match = /^bytes=(\d+)-(\d*)$/.exec(range.trim());
+  if (!match) return range;
+  return `bytes=${Number(match[1]) + by}-${match[2]}`;
 }
 
 function waitDrain(res: ServerResponse): Promise<void> {
