@@ -1,0 +1,180 @@
+/**
+ * The contract between the native addon (native/*.cpp) and the TypeScript layer (src/llama/*.ts). The addon is thin
+ * and follows llama.h: each object owns one llama.cpp handle, frees it in dispose() (idempotent), and every call
+ * that can take more than a moment runs on a worker thread and returns a Promise. Failures reject with an Error
+ * whose message is one clear line; native code never aborts the process on bad input.
+ */
+
+export type NativeLogLevel = "debug" | "info" | "warn" | "error";
+
+export interface NativeDevice {
+  name: string;
+  description: string;
+  type: "cpu" | "gpu" | "igpu" | "accel";
+  memoryTotal: number;
+  memoryFree: number;
+}
+
+export interface NativeSystemInfo {
+  /** The backend this addon was built for: "cpu", "cuda", "vulkan" or "metal". */
+  gpuBackend: string;
+  /** ggml backends registered at run time, e.g. ["CPU"] or ["CUDA", "CPU"]. */
+  backends: string[];
+  devices: NativeDevice[];
+  /** llama_print_system_info(): CPU features. */
+  systemInfo: string;
+  /** llama.cpp build number and commit, e.g. "b1234 (abcdef0)". */
+  llamaCppVersion: string;
+  supportsGpuOffload: boolean;
+  supportsMmap: boolean;
+  maxDevices: number;
+}
+
+/** A cancellation flag shared with native code: set by abort(), read between tokens and by llama.cpp's abort callback. */
+export interface NativeAbortFlag {
+  abort(): void;
+  readonly aborted: boolean;
+}
+
+export interface NativeModelOptions {
+  /** Layers to offload to the GPU; -1 = all. */
+  gpuLayers: number;
+  useMmap: boolean;
+  useMlock: boolean;
+  vocabOnly: boolean;
+}
+
+export interface NativeModelInfo {
+  architecture: string;
+  /** llama_model_desc, e.g. "llama 135M Q4_0". */
+  description: string;
+  parameters: number;
+  sizeBytes: number;
+  trainContextLength: number;
+  embeddingLength: number;
+  layerCount: number;
+  headCount: number;
+  headCountKv: number;
+  vocabSize: number;
+  /** The GGUF's own chat template (tokenizer.chat_template), if any. */
+  chatTemplate: string | null;
+  bosToken: number;
+  eosToken: number;
+  eotToken: number;
+  hasEncoder: boolean;
+  hasDecoder: boolean;
+  isRecurrent: boolean;
+}
+
+export interface NativeContextOptions {
+  contextSize: number;
+  batchSize: number;
+  ubatchSize: number;
+  /** Threads for generation and for prompt processing; 0 = llama.cpp's default. */
+  threads: number;
+  threadsBatch: number;
+  flashAttention: "auto" | "on" | "off";
+  /** Context used for embeddings (pooled output). */
+  embeddings: boolean;
+  /** Pooling for embeddings: "unspecified" lets the model decide. */
+  pooling: "unspecified" | "none" | "mean" | "cls" | "last" | "rank";
+}
+
+export interface NativeSamplingOptions {
+  /** 0 = greedy. */
+  temperature: number;
+  topK: number;
+  topP: number;
+  minP: number;
+  repeatPenalty: number;
+  repeatLastN: number;
+  frequencyPenalty: number;
+  presencePenalty: number;
+  seed: number;
+  /** GBNF grammar text (already converted from a JSON schema where needed) and its root rule. */
+  grammar: string | null;
+  grammarRoot: string;
+}
+
+export interface NativeGenerateParams {
+  /** The whole prompt as tokens; a prefix already in the KV cache is reused, not evaluated again. */
+  tokens: Int32Array;
+  maxTokens: number;
+  sampling: NativeSamplingOptions;
+  /** Generation stops when the text ends with one of these; the stop string is not included in the output. */
+  stop: string[];
+  ignoreEos: boolean;
+  abort: NativeAbortFlag;
+  /** Called on the JS thread with text pieces, each a whole UTF-8 sequence (never a split character). */
+  onText: (text: string) => void;
+}
+
+export type NativeStopReason = "eos" | "maxTokens" | "stop" | "abort" | "contextFull";
+
+export interface NativeGenerateResult {
+  text: string;
+  /** Generated tokens (excluding a matched stop string's tokens is not attempted: these are the sampled tokens). */
+  tokens: Int32Array;
+  stopReason: NativeStopReason;
+  promptTokens: number;
+  /** Prompt tokens reused from the KV cache (not evaluated again). */
+  cachedTokens: number;
+  generatedTokens: number;
+  promptMs: number;
+  generateMs: number;
+}
+
+export interface NativeBenchResult {
+  /** Milliseconds to process nPrompt tokens in batches (0 when nPrompt is 0). */
+  promptMs: number;
+  /** Milliseconds to generate nGen tokens one at a time (0 when nGen is 0). */
+  generateMs: number;
+}
+
+export interface NativeContext {
+  generate(params: NativeGenerateParams): Promise<NativeGenerateResult>;
+  /** Pooled (and, if normalize, L2-normalised) embedding of the tokens; needs a context created with embeddings. */
+  embed(tokens: Int32Array, normalize: boolean, abort: NativeAbortFlag): Promise<Float32Array>;
+  /** llama-bench's measurement: pp = nPrompt random tokens in batches, tg = nGen tokens one by one, KV cleared before each. */
+  bench(nPrompt: number, nGen: number, abort: NativeAbortFlag): Promise<NativeBenchResult>;
+  /** Tokens currently held in the KV cache (sequence 0). */
+  cachedTokenCount(): number;
+  /** Forget the KV cache. */
+  clear(): void;
+  readonly contextSize: number;
+  readonly batchSize: number;
+  dispose(): void;
+  readonly disposed: boolean;
+}
+
+export interface NativeChatMessage {
+  role: string;
+  content: string;
+}
+
+export interface NativeModel {
+  info(): NativeModelInfo;
+  /** Every GGUF metadata key/value as strings (llama_model_meta_*). */
+  metadata(): Record<string, string>;
+  tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Promise<Int32Array>;
+  detokenize(tokens: Int32Array, removeSpecial: boolean, unparseSpecial: boolean): Promise<string>;
+  /**
+   * Formats a conversation with the model's chat template through llama.cpp's common chat layer (Jinja), falling
+   * back to llama.cpp's built-in templates; `template` overrides the model's own.
+   */
+  applyChatTemplate(messages: NativeChatMessage[], addAssistantPrompt: boolean, template: string | null): string;
+  /** Converts a JSON schema (as JSON text) to a GBNF grammar with llama.cpp's converter. */
+  jsonSchemaToGrammar(schemaJson: string): string;
+  createContext(options: NativeContextOptions): Promise<NativeContext>;
+  dispose(): void;
+  readonly disposed: boolean;
+}
+
+export interface NativeBinding {
+  systemInfo(): NativeSystemInfo;
+  /** Routes llama.cpp's log to a JS function (null = silent); messages below minLevel are dropped in native code. */
+  setLogger(callback: ((level: NativeLogLevel, text: string) => void) | null, minLevel: NativeLogLevel): void;
+  createAbortFlag(): NativeAbortFlag;
+  /** Loads on a worker thread; onProgress(fraction 0..1) on the JS thread; abort stops the load (rejects). */
+  loadModel(path: string, options: NativeModelOptions, onProgress: ((fraction: number) => void) | null, abort: NativeAbortFlag): Promise<NativeModel>;
+}
