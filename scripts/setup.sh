@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One command that installs and builds everything on a fresh Debian 12 + Node 20 machine:
-# the Debian packages the tests start (docker-registry, openssl, util-linux's script/setpriv), then `npm ci`,
-# which also compiles the TypeScript. Safe to re-run: installed packages are skipped.
+# One command that installs and builds everything on a fresh Debian 12 + Node 20 machine: the Debian packages the
+# build and the tests need (cmake, g++, git; docker-registry, openssl, util-linux's script/setpriv), then `npm ci`,
+# which compiles the TypeScript and the native addon (llama.cpp, fetched through npm), here together with
+# llama.cpp's own tools that the tests compare against. Safe to re-run: what is there already is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,9 @@ command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v script >/dev/null 2>&1 || missing+=(bsdutils)
 command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v g++ >/dev/null 2>&1 || missing+=(g++)
+command -v git >/dev/null 2>&1 || missing+=(git)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -18,4 +22,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-npm ci --no-audit --no-fund
+LLAMA_OCI_BUILD_TOOLS=1 npm ci --no-audit --no-fund
