@@ -1,0 +1,264 @@
+#include "context.h"
+
+#include <stdexcept>
+#include <string>
+
+#include "js-args.h"
+#include "log.h"
+#include "task.h"
+
+namespace llama_oci {
+
+namespace {
+
+// llama.cpp checks this between graph nodes during llama_decode; returning true makes llama_decode return 2.
+bool AbortCallback(void* data) {
+  auto* context = static_cast<ContextHandle*>(data);
+  if (context->disposed.load(std::memory_order_relaxed)) return true;
+  const StopFlags* stop = context->activeStop.load(std::memory_order_acquire);
+  return stop != nullptr && stop->Requested();
+}
+
+}  // namespace
+
+ContextHandle::ContextHandle(ModelPtr model, llama_context* ctx, bool embeddings)
+    : model(std::move(model)), ctx(ctx), embeddings(embeddings) {
+  contextSize = llama_n_ctx(ctx);
+  batchSize = llama_n_batch(ctx);
+  ubatchSize = llama_n_ubatch(ctx);
+  llama_set_abort_callback(ctx, AbortCallback, this);
+}
+
+void ContextHandle::ClearMemory() {
+  llama_memory_clear(memory(), false);
+  SetCached(0);
+}
+
+size_t ContextHandle::TruncateMemory(size_t n) {
+  if (n >= cached.size()) return cached.size();
+  if (!llama_memory_seq_rm(memory(), 0, static_cast<llama_pos>(n), -1)) {
+    ClearMemory();
+    return 0;
+  }
+  SetCached(n);
+  return n;
+}
+
+void ContextHandle::ResyncAfterFailedDecode(const llama_token* pending, size_t count) {
+  const llama_pos last = llama_memory_seq_pos_max(memory(), 0);
+  const size_t present = last < 0 ? 0 : static_cast<size_t>(last) + 1;
+  const size_t keep = std::min(present, cached.size() + count);
+  if (keep > cached.size()) {
+    cached.insert(cached.end(), pending, pending + (keep - cached.size()));
+  }
+  SetCached(keep);
+  if (!llama_memory_seq_rm(memory(), 0, static_cast<llama_pos>(keep), -1)) ClearMemory();
+}
+
+ContextSession::ContextSession(const ContextPtr& context, const StopFlags& stop)
+    : context_(context), stop_(stop), lock_(context->mutex) {
+  if (context_->clearRequested.exchange(false)) context_->ClearMemory();
+  context_->activeStop.store(&stop_, std::memory_order_release);
+}
+
+ContextSession::~ContextSession() { context_->activeStop.store(nullptr, std::memory_order_release); }
+
+void CheckTokens(const llama_vocab* vocab, const std::vector<llama_token>& tokens) {
+  const llama_token n = llama_vocab_n_tokens(vocab);
+  for (size_t i = 0; i < tokens.size(); i++) {
+    if (tokens[i] < 0 || tokens[i] >= n) {
+      throw std::runtime_error("token " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                               " is outside the vocabulary (0.." + std::to_string(n - 1) + ")");
+    }
+  }
+}
+
+// ---- NativeContext -------------------------------------------------------------------------------------------
+
+Napi::Function ContextWrap::Define(Napi::Env env) {
+  return DefineClass(env, "NativeContext",
+                     {
+                         InstanceMethod<&ContextWrap::Generate>("generate"),
+                         InstanceMethod<&ContextWrap::Embed>("embed"),
+                         InstanceMethod<&ContextWrap::Bench>("bench"),
+                         InstanceMethod<&ContextWrap::CachedTokenCount>("cachedTokenCount"),
+                         InstanceMethod<&ContextWrap::Clear>("clear"),
+                         InstanceAccessor<&ContextWrap::ContextSize>("contextSize"),
+                         InstanceAccessor<&ContextWrap::BatchSize>("batchSize"),
+                         InstanceMethod<&ContextWrap::Dispose>("dispose"),
+                         InstanceAccessor<&ContextWrap::Disposed>("disposed"),
+                     });
+}
+
+Napi::Object ContextWrap::New(Napi::Env env, ContextPtr handle) {
+  return GetAddonData(env).contextClass.New({Napi::External<ContextPtr>::New(env, &handle)});
+}
+
+ContextWrap::ContextWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ContextWrap>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal()) {
+    throw Napi::TypeError::New(info.Env(), "NativeContext cannot be constructed directly: use model.createContext()");
+  }
+  handle_ = *info[0].As<Napi::External<ContextPtr>>().Data();
+  contextSize_ = handle_->contextSize;
+  batchSize_ = handle_->batchSize;
+  live_ = GetAddonData(info.Env()).live;
+  live_->contexts.insert(this);
+}
+
+ContextWrap::~ContextWrap() {
+  live_->contexts.erase(this);
+  Release(false);
+}
+
+void ContextWrap::Release(bool stopWorker) {
+  if (!handle_) return;
+  // A worker still running keeps its own share and frees the context when it ends.
+  if (stopWorker) handle_->disposed.store(true);
+  handle_.reset();
+}
+
+namespace {
+const char* kDisposed = "context has been disposed";
+}
+
+Napi::Value ContextWrap::Generate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!handle_) return Task::Rejected(env, kDisposed);
+  try {
+    return StartGenerate(env, handle_, ObjectArg(info, 0, "generate params"));
+  } catch (const Napi::Error& e) {
+    return Task::Rejected(env, e);
+  }
+}
+
+Napi::Value ContextWrap::Embed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!handle_) return Task::Rejected(env, kDisposed);
+  try {
+    auto tokens = TokensValue(info[0], "tokens");
+    const bool normalize = BoolArg(info, 1, true);
+    auto abort = AbortFlagWrap::From(info[2], "abort");
+    return StartEmbed(env, handle_, std::move(tokens), normalize, std::move(abort));
+  } catch (const Napi::Error& e) {
+    return Task::Rejected(env, e);
+  }
+}
+
+Napi::Value ContextWrap::Bench(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!handle_) return Task::Rejected(env, kDisposed);
+  try {
+    if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
+      throw Napi::TypeError::New(env, "bench(nPrompt, nGen, abort): nPrompt and nGen must be numbers");
+    }
+    const int32_t nPrompt = info[0].As<Napi::Number>().Int32Value();
+    const int32_t nGen = info[1].As<Napi::Number>().Int32Value();
+    auto abort = AbortFlagWrap::From(info[2], "abort");
+    return StartBench(env, handle_, nPrompt, nGen, std::move(abort));
+  } catch (const Napi::Error& e) {
+    return Task::Rejected(env, e);
+  }
+}
+
+Napi::Value ContextWrap::CachedTokenCount(const Napi::CallbackInfo& info) {
+  if (!handle_) throw Napi::Error::New(info.Env(), kDisposed);
+  if (handle_->clearRequested.load()) return Napi::Number::New(info.Env(), 0);
+  return Napi::Number::New(info.Env(), static_cast<double>(handle_->cachedCount.load()));
+}
+
+void ContextWrap::Clear(const Napi::CallbackInfo& info) {
+  if (!handle_) throw Napi::Error::New(info.Env(), kDisposed);
+  // Never wait for a running worker on the JS thread: if one holds the context, the next one clears first.
+  std::unique_lock<std::mutex> lock(handle_->mutex, std::try_to_lock);
+  if (lock.owns_lock()) {
+    handle_->ClearMemory();
+  } else {
+    handle_->clearRequested.store(true);
+  }
+}
+
+Napi::Value ContextWrap::ContextSize(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), contextSize_); }
+Napi::Value ContextWrap::BatchSize(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), batchSize_); }
+
+void ContextWrap::Dispose(const Napi::CallbackInfo&) { Release(true); }
+
+Napi::Value ContextWrap::Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !handle_); }
+
+// ---- createContext -------------------------------------------------------------------------------------------
+
+namespace {
+
+enum llama_flash_attn_type FlashAttention(Napi::Env env, const std::string& value) {
+  if (value == "auto") return LLAMA_FLASH_ATTN_TYPE_AUTO;
+  if (value == "on") return LLAMA_FLASH_ATTN_TYPE_ENABLED;
+  if (value == "off") return LLAMA_FLASH_ATTN_TYPE_DISABLED;
+  throw Napi::TypeError::New(env, "flashAttention must be \"auto\", \"on\" or \"off\"");
+}
+
+enum llama_pooling_type Pooling(Napi::Env env, const std::string& value) {
+  if (value == "unspecified") return LLAMA_POOLING_TYPE_UNSPECIFIED;
+  if (value == "none") return LLAMA_POOLING_TYPE_NONE;
+  if (value == "mean") return LLAMA_POOLING_TYPE_MEAN;
+  if (value == "cls") return LLAMA_POOLING_TYPE_CLS;
+  if (value == "last") return LLAMA_POOLING_TYPE_LAST;
+  if (value == "rank") return LLAMA_POOLING_TYPE_RANK;
+  throw Napi::TypeError::New(env, "pooling must be \"unspecified\", \"none\", \"mean\", \"cls\", \"last\" or \"rank\"");
+}
+
+uint32_t NonNegative(Napi::Env env, const Napi::Object& options, const char* key) {
+  const int32_t value = IntField(options, key, 0);
+  if (value < 0) throw Napi::RangeError::New(env, std::string(key) + " must not be negative");
+  return static_cast<uint32_t>(value);
+}
+
+class CreateContextTask : public Task {
+ public:
+  CreateContextTask(ModelPtr model, llama_context_params params) : model_(std::move(model)), params_(params) {}
+
+ protected:
+  void Run() override {
+    LogCapture capture;
+    llama_context* ctx = llama_init_from_model(model_->model, params_);
+    if (ctx == nullptr) {
+      const std::string reason = capture.FirstError();
+      throw std::runtime_error("cannot create a context of " + std::to_string(params_.n_ctx) + " tokens" +
+                               (reason.empty() ? std::string(" (out of memory?)") : ": " + reason));
+    }
+    context_ = std::make_shared<ContextHandle>(model_, ctx, params_.embeddings);
+  }
+
+  Napi::Value Result(Napi::Env env) override { return ContextWrap::New(env, std::move(context_)); }
+
+ private:
+  ModelPtr model_;
+  llama_context_params params_;
+  ContextPtr context_;
+};
+
+}  // namespace
+
+Napi::Promise CreateContext(Napi::Env env, const ModelPtr& model, const Napi::Object& options) {
+  if (model->vocabOnly) throw Napi::Error::New(env, "cannot create a context: the model was loaded with vocabOnly (no weights)");
+  llama_context_params params = llama_context_default_params();
+  params.n_ctx = NonNegative(env, options, "contextSize");
+  const uint32_t batch = NonNegative(env, options, "batchSize");
+  const uint32_t ubatch = NonNegative(env, options, "ubatchSize");
+  if (batch > 0) params.n_batch = batch;
+  params.n_ubatch = std::min(ubatch > 0 ? ubatch : params.n_ubatch, params.n_batch);
+  params.n_seq_max = 1;
+  // ggml's CPU backend has room for GGML_MAX_N_THREADS; more would write past its per-thread arrays.
+  const int32_t threads = static_cast<int32_t>(NonNegative(env, options, "threads"));
+  const int32_t threadsBatch = static_cast<int32_t>(NonNegative(env, options, "threadsBatch"));
+  if (threads > GGML_MAX_N_THREADS || threadsBatch > GGML_MAX_N_THREADS) {
+    throw Napi::RangeError::New(env, "threads and threadsBatch must be at most " + std::to_string(GGML_MAX_N_THREADS));
+  }
+  if (threads > 0) params.n_threads = threads;
+  params.n_threads_batch = threadsBatch > 0 ? threadsBatch : (threads > 0 ? threads : params.n_threads_batch);
+  params.flash_attn_type = FlashAttention(env, StringField(options, "flashAttention", "auto"));
+  params.embeddings = BoolField(options, "embeddings", false);
+  params.pooling_type = Pooling(env, StringField(options, "pooling", "unspecified"));
+  params.no_perf = true;
+  return Task::Start(env, std::make_unique<CreateContextTask>(model, params));
+}
+
+}  // namespace llama_oci

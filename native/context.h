@@ -1,0 +1,114 @@
+// NativeContext: owns one llama_context and the record of which tokens its KV cache holds (sequence 0). Workers
+// lock the context's mutex for their whole run, so calls on one context never race; the handle keeps its model alive.
+#pragma once
+
+#include <napi.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "abort.h"
+#include "addon.h"
+#include "model.h"
+
+namespace llama_oci {
+
+struct ContextHandle {
+  ModelPtr model;
+  llama_context* ctx = nullptr;
+  bool embeddings = false;
+  uint32_t contextSize = 0;
+  uint32_t batchSize = 0;
+  uint32_t ubatchSize = 0;
+
+  std::mutex mutex;                       // held by a worker for its whole run
+  std::vector<llama_token> cached;        // tokens in the KV cache at positions 0..n-1 (guarded by mutex)
+  std::atomic<size_t> cachedCount{0};     // cached.size(), readable without the mutex
+  std::atomic<bool> clearRequested{false};
+  std::atomic<bool> disposed{false};
+  std::atomic<const StopFlags*> activeStop{nullptr};  // the running worker's flags, read by the abort callback
+
+  ContextHandle(ModelPtr model, llama_context* ctx, bool embeddings);
+  ~ContextHandle() { llama_free(ctx); }
+  ContextHandle(const ContextHandle&) = delete;
+  ContextHandle& operator=(const ContextHandle&) = delete;
+
+  llama_memory_t memory() const { return llama_get_memory(ctx); }
+  const llama_vocab* vocab() const { return model->vocab(); }
+
+  // Forgets everything in the KV cache (caller holds the mutex).
+  void ClearMemory();
+  // Keeps only positions [0, n) of the cache (caller holds the mutex); clears everything if the memory cannot
+  // drop a partial sequence (recurrent models). Returns how many tokens stay cached.
+  size_t TruncateMemory(size_t n);
+  // After llama_decode failed or was aborted on `pending` (the tokens following the cached ones): records the part
+  // of `pending` the memory reports as decoded (whole ubatches stay in the cache) and drops anything past it.
+  void ResyncAfterFailedDecode(const llama_token* pending, size_t count);
+  void SetCached(size_t n) {
+    cached.resize(n);
+    cachedCount.store(n);
+  }
+};
+
+using ContextPtr = std::shared_ptr<ContextHandle>;
+
+// A worker's exclusive use of a context: locks it, applies a pending clear(), and exposes the worker's stop flags
+// to llama.cpp's abort callback for the duration.
+class ContextSession {
+ public:
+  ContextSession(const ContextPtr& context, const StopFlags& stop);
+  ~ContextSession();
+  ContextSession(const ContextSession&) = delete;
+  ContextSession& operator=(const ContextSession&) = delete;
+
+  bool StopRequested() const { return context_->disposed.load() || stop_.Requested(); }
+
+ private:
+  ContextPtr context_;
+  const StopFlags& stop_;
+  std::unique_lock<std::mutex> lock_;
+};
+
+class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  static Napi::Object New(Napi::Env env, ContextPtr handle);
+
+  explicit ContextWrap(const Napi::CallbackInfo& info);
+  ~ContextWrap() override;
+
+  // Drops this object's share of the context (idempotent). With stopWorker (dispose(), environment teardown) a
+  // worker running on it stops at its next check; when the object is merely garbage-collected it finishes its work.
+  void Release(bool stopWorker);
+
+ private:
+  Napi::Value Generate(const Napi::CallbackInfo& info);
+  Napi::Value Embed(const Napi::CallbackInfo& info);
+  Napi::Value Bench(const Napi::CallbackInfo& info);
+  Napi::Value CachedTokenCount(const Napi::CallbackInfo& info);
+  void Clear(const Napi::CallbackInfo& info);
+  Napi::Value ContextSize(const Napi::CallbackInfo& info);
+  Napi::Value BatchSize(const Napi::CallbackInfo& info);
+  void Dispose(const Napi::CallbackInfo& info);
+  Napi::Value Disposed(const Napi::CallbackInfo& info);
+
+  ContextPtr handle_;
+  std::shared_ptr<LiveObjects> live_;
+  uint32_t contextSize_ = 0;
+  uint32_t batchSize_ = 0;
+};
+
+// Loads of a context on a worker thread: NativeModel.createContext(options).
+Napi::Promise CreateContext(Napi::Env env, const ModelPtr& model, const Napi::Object& options);
+
+// Workers on a context (generate-worker.cpp, embed-worker.cpp, bench-worker.cpp).
+Napi::Promise StartGenerate(Napi::Env env, const ContextPtr& context, const Napi::Object& params);
+Napi::Promise StartEmbed(Napi::Env env, const ContextPtr& context, std::vector<llama_token> tokens, bool normalize, AbortFlag abort);
+Napi::Promise StartBench(Napi::Env env, const ContextPtr& context, int32_t nPrompt, int32_t nGen, AbortFlag abort);
+
+// Throws when a token is outside the vocabulary (llama_decode would assert on it).
+void CheckTokens(const llama_vocab* vocab, const std::vector<llama_token>& tokens);
+
+}  // namespace llama_oci

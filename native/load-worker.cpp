@@ -1,0 +1,113 @@
+#include "load-worker.h"
+
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+#include "abort.h"
+#include "js-args.h"
+#include "log.h"
+#include "model.h"
+#include "task.h"
+
+namespace llama_oci {
+
+namespace {
+
+class LoadTask : public Task {
+ public:
+  LoadTask(std::string path, llama_model_params params, AbortFlag abort, Napi::Function onProgress)
+      : path_(std::move(path)), params_(params) {
+    stop_.user = std::move(abort);
+    if (!onProgress.IsEmpty()) onProgress_ = Napi::Persistent(onProgress);
+  }
+
+ protected:
+  void Run() override {
+    std::error_code error;
+    const auto status = std::filesystem::status(path_, error);
+    if (!std::filesystem::exists(status)) throw std::runtime_error("model file not found: " + path_);
+    if (std::filesystem::is_directory(status)) throw std::runtime_error("cannot load " + path_ + ": it is a directory, not a GGUF file");
+    if (stop_.Requested()) throw std::runtime_error("model load aborted");
+
+    params_.progress_callback = &LoadTask::OnProgress;
+    params_.progress_callback_user_data = this;
+    LogCapture capture;
+    llama_model* model = llama_model_load_from_file(path_.c_str(), params_);
+    if (model == nullptr) {
+      if (stop_.Requested()) throw std::runtime_error("model load aborted");
+      const std::string reason = capture.FirstError();
+      throw std::runtime_error("cannot load " + path_ + ": not a valid GGUF model (truncated or corrupt?)" + (reason.empty() ? "" : ": " + reason));
+    }
+    handle_ = std::make_shared<ModelHandle>(model, path_, params_.vocab_only);
+    if (stop_.Requested()) {
+      handle_.reset();
+      throw std::runtime_error("model load aborted");
+    }
+    Report(1.0f);
+  }
+
+  Napi::Value Result(Napi::Env env) override { return ModelWrap::New(env, std::move(handle_)); }
+
+ private:
+  // llama.cpp's progress callback (loading thread): returning false cancels the load.
+  static bool OnProgress(float fraction, void* data) {
+    auto* task = static_cast<LoadTask*>(data);
+    task->Report(fraction);
+    return !task->stop_.Requested();
+  }
+
+  // Forwards increasing fractions only, at most one per thousandth, always including the final 1.
+  void Report(float fraction) {
+    if (onProgress_.IsEmpty()) return;
+    if (fraction > 1.0f) fraction = 1.0f;
+    if (fraction < reported_ + 0.001f && !(fraction >= 1.0f && reported_ < 1.0f)) return;
+    reported_ = fraction;
+    Post([this, fraction](Napi::Env env) {
+      try {
+        onProgress_.Call({Napi::Number::New(env, fraction)});
+      } catch (const Napi::Error& e) {
+        FailWith(e.Value());
+        stop_.cancel.store(true);
+      }
+    });
+  }
+
+  std::string path_;
+  llama_model_params params_;
+  Napi::FunctionReference onProgress_;
+  float reported_ = -1.0f;
+  ModelPtr handle_;
+};
+
+enum llama_load_mode LoadMode(bool useMmap, bool useMlock) {
+  if (useMmap) return useMlock ? LLAMA_LOAD_MODE_MMAP_MLOCK : LLAMA_LOAD_MODE_MMAP;
+  return useMlock ? LLAMA_LOAD_MODE_MLOCK : LLAMA_LOAD_MODE_NONE;
+}
+
+}  // namespace
+
+Napi::Value LoadModel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    const std::string path = StringArg(info, 0, "path");
+    llama_model_params params = llama_model_default_params();
+    Napi::Object options = info.Length() > 1 && info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
+    params.n_gpu_layers = IntField(options, "gpuLayers", -1);
+    params.load_mode = LoadMode(BoolField(options, "useMmap", true), BoolField(options, "useMlock", false));
+    params.vocab_only = BoolField(options, "vocabOnly", false);
+    Napi::Function onProgress;
+    if (info.Length() > 2 && info[2].IsFunction()) {
+      onProgress = info[2].As<Napi::Function>();
+    } else if (info.Length() > 2 && !info[2].IsNull() && !info[2].IsUndefined()) {
+      throw Napi::TypeError::New(env, "onProgress must be a function or null");
+    }
+    AbortFlag abort = info.Length() > 3 ? AbortFlagWrap::From(info[3], "abort") : nullptr;
+    return Task::Start(env, std::make_unique<LoadTask>(path, params, std::move(abort), onProgress));
+  } catch (const Napi::Error& e) {
+    return Task::Rejected(env, e);
+  }
+}
+
+}  // namespace llama_oci

@@ -1,0 +1,212 @@
+#include "model.h"
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "chat-template.h"
+#include "context.h"
+#include "js-args.h"
+#include "task.h"
+#include "tokenize-worker.h"
+
+namespace llama_oci {
+
+namespace {
+
+const char* kDisposed = "model has been disposed";
+
+// Reads a llama.cpp string getter that works like snprintf (returns the full length, -1 when absent).
+template <typename Getter>
+bool ReadString(Getter getter, std::string* out) {
+  std::vector<char> buffer(256);
+  int32_t n = getter(buffer.data(), buffer.size());
+  if (n < 0) return false;
+  if (static_cast<size_t>(n) >= buffer.size()) {
+    buffer.resize(static_cast<size_t>(n) + 1);
+    n = getter(buffer.data(), buffer.size());
+    if (n < 0) return false;
+  }
+  out->assign(buffer.data(), static_cast<size_t>(n));
+  return true;
+}
+
+}  // namespace
+
+Napi::Function ModelWrap::Define(Napi::Env env) {
+  return DefineClass(env, "NativeModel",
+                     {
+                         InstanceMethod<&ModelWrap::Info>("info"),
+                         InstanceMethod<&ModelWrap::Metadata>("metadata"),
+                         InstanceMethod<&ModelWrap::Tokenize>("tokenize"),
+                         InstanceMethod<&ModelWrap::Detokenize>("detokenize"),
+                         InstanceMethod<&ModelWrap::ApplyChatTemplate>("applyChatTemplate"),
+                         InstanceMethod<&ModelWrap::JsonSchemaToGrammar>("jsonSchemaToGrammar"),
+                         InstanceMethod<&ModelWrap::CreateContext>("createContext"),
+                         InstanceMethod<&ModelWrap::Dispose>("dispose"),
+                         InstanceAccessor<&ModelWrap::Disposed>("disposed"),
+                     });
+}
+
+Napi::Object ModelWrap::New(Napi::Env env, ModelPtr handle) {
+  return GetAddonData(env).modelClass.New({Napi::External<ModelPtr>::New(env, &handle)});
+}
+
+ModelWrap::ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {
+  if (info.Length() != 1 || !info[0].IsExternal()) {
+    throw Napi::TypeError::New(info.Env(), "NativeModel cannot be constructed directly: use loadModel()");
+  }
+  handle_ = *info[0].As<Napi::External<ModelPtr>>().Data();
+  live_ = GetAddonData(info.Env()).live;
+  live_->models.insert(this);
+}
+
+ModelWrap::~ModelWrap() {
+  live_->models.erase(this);
+  Release();
+}
+
+void ModelWrap::Release() {
+  defaultTemplates_.reset();
+  handle_.reset();
+}
+
+const ModelPtr& ModelWrap::Handle(Napi::Env env) const {
+  if (!handle_) throw Napi::Error::New(env, kDisposed);
+  return handle_;
+}
+
+Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const llama_model* model = Handle(env)->model;
+  const llama_vocab* vocab = llama_model_get_vocab(model);
+  Napi::Object out = Napi::Object::New(env);
+  std::string architecture;
+  ReadString([&](char* buf, size_t size) { return llama_model_meta_val_str(model, "general.architecture", buf, size); }, &architecture);
+  std::string description;
+  ReadString([&](char* buf, size_t size) { return llama_model_desc(model, buf, size); }, &description);
+  out.Set("architecture", architecture);
+  out.Set("description", description);
+  out.Set("parameters", Napi::Number::New(env, static_cast<double>(llama_model_n_params(model))));
+  out.Set("sizeBytes", Napi::Number::New(env, static_cast<double>(llama_model_size(model))));
+  out.Set("trainContextLength", llama_model_n_ctx_train(model));
+  out.Set("embeddingLength", llama_model_n_embd(model));
+  const int32_t layers = llama_model_n_layer(model);
+  out.Set("layerCount", layers);
+  // llama.cpp aborts on the per-layer head counts of a model without layers (e.g. a vocab-only GGUF).
+  out.Set("headCount", layers > 0 ? llama_model_n_head(model) : 0);
+  out.Set("headCountKv", layers > 0 ? llama_model_n_head_kv(model) : 0);
+  out.Set("vocabSize", llama_vocab_n_tokens(vocab));
+  const char* chatTemplate = llama_model_chat_template(model, nullptr);
+  out.Set("chatTemplate", chatTemplate != nullptr ? Napi::Value(Napi::String::New(env, chatTemplate)) : env.Null());
+  out.Set("bosToken", llama_vocab_bos(vocab));
+  out.Set("eosToken", llama_vocab_eos(vocab));
+  out.Set("eotToken", llama_vocab_eot(vocab));
+  out.Set("hasEncoder", llama_model_has_encoder(model));
+  out.Set("hasDecoder", llama_model_has_decoder(model));
+  out.Set("isRecurrent", llama_model_is_recurrent(model));
+  return out;
+}
+
+Napi::Value ModelWrap::Metadata(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const llama_model* model = Handle(env)->model;
+  Napi::Object out = Napi::Object::New(env);
+  const int32_t count = llama_model_meta_count(model);
+  for (int32_t i = 0; i < count; i++) {
+    std::string key;
+    std::string value;
+    if (!ReadString([&](char* buf, size_t size) { return llama_model_meta_key_by_index(model, i, buf, size); }, &key)) continue;
+    if (!ReadString([&](char* buf, size_t size) { return llama_model_meta_val_str_by_index(model, i, buf, size); }, &value)) continue;
+    out.Set(key, value);
+  }
+  return out;
+}
+
+Napi::Value ModelWrap::Tokenize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!handle_) return Task::Rejected(env, kDisposed);
+  try {
+    std::string text = StringArg(info, 0, "text");
+    return StartTokenize(env, handle_, std::move(text), BoolArg(info, 1, true), BoolArg(info, 2, false));
+  } catch (const Napi::Error& e) {
+    return Task::Rejected(env, e);
+  }
+}
+
+Napi::Value ModelWrap::Detokenize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!handle_) return Task::Rejected(env, kDisposed);
+  try {
+    auto tokens = TokensValue(info[0], "tokens");
+    return StartDetokenize(env, handle_, std::move(tokens), BoolArg(info, 1, false), BoolArg(info, 2, false));
+  } catch (const Napi::Error& e) {
+    return Task::Rejected(env, e);
+  }
+}
+
+Napi::Value ModelWrap::ApplyChatTemplate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const llama_model* model = Handle(env)->model;
+  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "messages must be an array of { role, content }");
+  std::vector<ChatMessage> messages;
+  auto array = info[0].As<Napi::Array>();
+  for (uint32_t i = 0; i < array.Length(); i++) {
+    Napi::Value item = array.Get(i);
+    if (!item.IsObject()) throw Napi::TypeError::New(env, "messages must be an array of { role, content }");
+    auto object = item.As<Napi::Object>();
+    messages.push_back({StringField(object, "role", ""), StringField(object, "content", "")});
+    if (messages.back().role.empty()) throw Napi::TypeError::New(env, "message " + std::to_string(i) + " has no role");
+  }
+  const bool addAssistantPrompt = BoolArg(info, 1, true);
+  const bool hasOverride = info.Length() > 2 && info[2].IsString();
+  if (info.Length() > 2 && !hasOverride && !info[2].IsNull() && !info[2].IsUndefined()) {
+    throw Napi::TypeError::New(env, "template must be a string or null");
+  }
+  try {
+    if (hasOverride) {
+      const std::string source = info[2].As<Napi::String>().Utf8Value();
+      if (IsBuiltinTemplateName(source)) {
+        return Napi::String::New(env, ApplyBuiltinChatTemplate(source, messages, addAssistantPrompt));
+      }
+      std::string jinjaError;
+      auto templates = LoadChatTemplates(model, source, &jinjaError);
+      return Napi::String::New(env, llama_oci::ApplyChatTemplate(templates.get(), source, jinjaError, messages, addAssistantPrompt));
+    }
+    if (!defaultTemplates_ && defaultTemplatesError_.empty()) {
+      defaultTemplates_ = LoadChatTemplates(model, "", &defaultTemplatesError_);
+    }
+    const char* source = llama_model_chat_template(model, nullptr);
+    return Napi::String::New(env, llama_oci::ApplyChatTemplate(defaultTemplates_.get(), source != nullptr ? source : "",
+                                                               defaultTemplatesError_, messages, addAssistantPrompt));
+  } catch (const std::runtime_error& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+Napi::Value ModelWrap::JsonSchemaToGrammar(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Handle(env);
+  const std::string schema = StringArg(info, 0, "schema");
+  try {
+    return Napi::String::New(env, JsonSchemaToGbnf(schema));
+  } catch (const std::runtime_error& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+Napi::Value ModelWrap::CreateContext(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!handle_) return Task::Rejected(env, kDisposed);
+  try {
+    return llama_oci::CreateContext(env, handle_, ObjectArg(info, 0, "context options"));
+  } catch (const Napi::Error& e) {
+    return Task::Rejected(env, e);
+  }
+}
+
+void ModelWrap::Dispose(const Napi::CallbackInfo&) { Release(); }
+
+Napi::Value ModelWrap::Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !handle_); }
+
+}  // namespace llama_oci

@@ -1,0 +1,65 @@
+// NativeModel: owns one llama_model. Contexts and running workers hold the handle too, so dispose() only drops the
+// JS object's share and the model is freed when its last user lets go.
+#pragma once
+
+#include <napi.h>
+
+#include <memory>
+#include <string>
+
+#include "addon.h"
+#include "llama.h"
+
+struct common_chat_templates;
+
+namespace llama_oci {
+
+struct ModelHandle {
+  llama_model* model = nullptr;
+  std::string path;
+  bool vocabOnly = false;
+
+  ModelHandle(llama_model* model, std::string path, bool vocabOnly) : model(model), path(std::move(path)), vocabOnly(vocabOnly) {}
+  ~ModelHandle() { llama_model_free(model); }
+  ModelHandle(const ModelHandle&) = delete;
+  ModelHandle& operator=(const ModelHandle&) = delete;
+
+  const llama_vocab* vocab() const { return llama_model_get_vocab(model); }
+};
+
+using ModelPtr = std::shared_ptr<ModelHandle>;
+
+class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  // Wraps a loaded model in a new JS NativeModel (JS thread).
+  static Napi::Object New(Napi::Env env, ModelPtr handle);
+
+  explicit ModelWrap(const Napi::CallbackInfo& info);
+  ~ModelWrap() override;
+
+  // Drops this object's share of the model (idempotent; also used by the environment's cleanup hook).
+  void Release();
+
+ private:
+  Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value Metadata(const Napi::CallbackInfo& info);
+  Napi::Value Tokenize(const Napi::CallbackInfo& info);
+  Napi::Value Detokenize(const Napi::CallbackInfo& info);
+  Napi::Value ApplyChatTemplate(const Napi::CallbackInfo& info);
+  Napi::Value JsonSchemaToGrammar(const Napi::CallbackInfo& info);
+  Napi::Value CreateContext(const Napi::CallbackInfo& info);
+  void Dispose(const Napi::CallbackInfo& info);
+  Napi::Value Disposed(const Napi::CallbackInfo& info);
+
+  // The handle, or a thrown "model has been disposed".
+  const ModelPtr& Handle(Napi::Env env) const;
+
+  ModelPtr handle_;
+  std::shared_ptr<LiveObjects> live_;
+  // The model's own chat template, parsed once (JS thread only).
+  std::shared_ptr<common_chat_templates> defaultTemplates_;
+  std::string defaultTemplatesError_;
+};
+
+}  // namespace llama_oci

@@ -1,0 +1,107 @@
+#include "task.h"
+
+namespace llama_oci {
+
+Napi::Promise Task::Start(Napi::Env env, std::unique_ptr<Task> task) {
+  task->deferred_ = std::make_unique<Napi::Promise::Deferred>(Napi::Promise::Deferred::New(env));
+  Napi::Promise promise = task->deferred_->Promise();
+  napi_value name = Napi::String::New(env, "llama-oci");
+  Task* raw = task.get();
+  napi_status status = napi_create_threadsafe_function(env, nullptr, nullptr, name, 0, 1, raw, &Task::Finalize, raw,
+                                                       &Task::CallJs, &raw->tsfn_);
+  if (status != napi_ok) throw Napi::Error::New(env, "cannot create a thread-safe function for a worker");
+  // From here on the thread-safe function's finalizer owns the task.
+  task.release();
+  try {
+    raw->thread_ = std::thread([raw] { raw->Main(); });
+  } catch (const std::exception& e) {
+    raw->failed_ = true;
+    raw->error_ = std::string("cannot start a worker thread: ") + e.what();
+    raw->Settle(env);
+    napi_release_threadsafe_function(raw->tsfn_, napi_tsfn_release);
+  }
+  return promise;
+}
+
+Napi::Promise Task::Rejected(Napi::Env env, const std::string& message) {
+  auto deferred = Napi::Promise::Deferred::New(env);
+  deferred.Reject(Napi::Error::New(env, message).Value());
+  return deferred.Promise();
+}
+
+Napi::Promise Task::Rejected(Napi::Env env, const Napi::Error& error) {
+  auto deferred = Napi::Promise::Deferred::New(env);
+  deferred.Reject(error.Value());
+  return deferred.Promise();
+}
+
+void Task::Main() {
+  try {
+    Run();
+  } catch (const std::exception& e) {
+    failed_ = true;
+    error_ = e.what();
+  } catch (...) {
+    failed_ = true;
+    error_ = "unexpected native error";
+  }
+  if (Post([this](Napi::Env env) { Settle(env); })) {
+    napi_release_threadsafe_function(tsfn_, napi_tsfn_release);
+  }
+  // When Post fails the environment is closing: the thread-safe function must not be touched again.
+}
+
+bool Task::Post(std::function<void(Napi::Env)> fn) {
+  if (closing_) return false;
+  auto* boxed = new std::function<void(Napi::Env)>(std::move(fn));
+  if (napi_call_threadsafe_function(tsfn_, boxed, napi_tsfn_nonblocking) != napi_ok) {
+    delete boxed;
+    closing_ = true;
+    return false;
+  }
+  return true;
+}
+
+void Task::CallJs(napi_env env, napi_value, void*, void* data) {
+  std::unique_ptr<std::function<void(Napi::Env)>> fn(static_cast<std::function<void(Napi::Env)>*>(data));
+  if (env == nullptr) return;  // environment tearing down: drop the message
+  Napi::HandleScope scope(env);
+  try {
+    (*fn)(Napi::Env(env));
+  } catch (const std::exception&) {
+    // A JS exception escaping here would abort the process; the callbacks record their own failures.
+  }
+}
+
+void Task::FailWith(const Napi::Value& error) {
+  if (callbackError_.IsEmpty()) callbackError_ = Napi::Persistent(error);
+}
+
+void Task::Settle(Napi::Env env) {
+  if (!callbackError_.IsEmpty()) {
+    deferred_->Reject(callbackError_.Value());
+    return;
+  }
+  if (failed_) {
+    deferred_->Reject(Napi::Error::New(env, error_).Value());
+    return;
+  }
+  try {
+    deferred_->Resolve(Result(env));
+  } catch (const Napi::Error& e) {
+    deferred_->Reject(e.Value());
+  } catch (const std::exception& e) {
+    deferred_->Reject(Napi::Error::New(env, e.what()).Value());
+  }
+}
+
+void Task::Finalize(napi_env, void* data, void*) {
+  auto* task = static_cast<Task*>(data);
+  // Normally the thread has already finished (its release is what brings us here); at environment teardown this
+  // stops a running worker at its next check, so joining does not wait for a whole generation.
+  task->stop_.cancel.store(true);
+  if (task->thread_.joinable()) task->thread_.join();
+  delete task;
+}
+
+}  // namespace llama_oci
