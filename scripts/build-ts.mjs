@@ -16,3 +16,10 @@ for (const [config, format] of [["tsconfig.json", "module"], ["tsconfig.cjs.json
   mkdirSync(outDir, { recursive: true });
   writeFileSync(join(outDir, "package.json"), JSON.stringify({ type: format }) + "\n");
 }
+// src/llama/module-dir.ts reads __dirname, which ES modules lack: give the ESM build its import.meta.url twin.
+writeFileSync(
+  join(root, "dist", "esm", "llama", "module-dir.js"),
+  'import { dirname } from "node:path";\nimport { fileURLToPath } from "node:url";\n\n' +
+    "export const moduleDir = dirname(fileURLToPath(import.meta.url));\n",
+);
+rmSync(join(root, "dist", "esm", "llama", "module-dir.js.map"), { force: true });

@@ -17,7 +17,11 @@ export type ErrorCode =
   | "OFFLINE"
   | "CREDENTIALS"
   | "ABORTED"
-  | "CACHE";
+  | "CACHE"
+  | "NATIVE_UNAVAILABLE"
+  | "MODEL_LOAD"
+  | "INFERENCE"
+  | "DISPOSED";
 
 export class LlamaOciError extends Error {
   readonly code: ErrorCode;

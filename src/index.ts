@@ -1,4 +1,4 @@
-/** llama-oci: pull GGUF models from OCI registries. */
+/** llama-oci: pull GGUF models from OCI registries and run them in-process with llama.cpp. */
 export { pull, type PullOptions, type PullResult, type PulledFile } from "./oci/pull.js";
 export { parseReference, formatReference, familiarReference, type Reference } from "./oci/reference.js";
 export { defaultCacheDir } from "./oci/cache-dir.js";
@@ -8,4 +8,26 @@ export { createProgressRenderer, type RendererOptions } from "./oci/progress-ren
 export type { ArtifactFormat, ModelFileKind } from "./oci/artifact.js";
 export type { RetryPolicy } from "./oci/download.js";
 export { LlamaOciError, type ErrorCode } from "./errors.js";
+export { llama, type FromDockerOptions } from "./llama/llama.js";
+export { LlamaModel, type TokenizeOptions, type DetokenizeOptions, type CreateContextOptions } from "./llama/model.js";
+export {
+  LlamaContext,
+  type CompletionResult,
+  type CompletionStream,
+  type CompletionTimings,
+  type StopReason,
+  type EmbedOptions,
+  type BenchOptions,
+} from "./llama/context.js";
+export { ChatSession, type ChatMessage, type ChatSessionOptions } from "./llama/chat.js";
+export type {
+  LoadModelOptions,
+  ContextOptions,
+  ModelOptions,
+  SamplingOptions,
+  GenerationOptions,
+  FlashAttention,
+} from "./llama/options.js";
+export type { LlamaLogger, LlamaLogLevel } from "./llama/logger.js";
+export type { NativeSystemInfo as SystemInfo, NativeDevice as Device, NativeModelInfo as ModelInfo } from "./llama/native-types.js";
 export const version = "0.1.0";

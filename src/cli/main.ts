@@ -2,7 +2,10 @@
 import { isAbort } from "../errors.js";
 import type { CliContext } from "./context.js";
 import { formatError, UsageError } from "./output.js";
+import { benchCommand } from "./bench-command.js";
+import { chatCommand } from "./chat-command.js";
 import { pullCommand } from "./pull-command.js";
+import { runCommand } from "./run-command.js";
 
 const VERSION = "0.1.0";
 
@@ -10,16 +13,25 @@ const USAGE = `Usage: llama-oci <command> [options]
 
 Commands:
   pull <reference>    pull a GGUF model from an OCI registry into the cache and print its path
+  run <reference>     pull if needed and stream a completion of -p <prompt> to stdout
+  chat <reference>    chat with a model using its chat template
+  bench <reference>   measure prompt and generation tokens per second (llama-bench's table)
 
 Run 'llama-oci <command> --help' for the options of a command.
 Examples:
   llama-oci pull ai/smollm2:135M-Q4_0
-  llama-oci pull registry.example.com/team/model:Q4_K_M --json`;
+  llama-oci pull registry.example.com/team/model:Q4_K_M --json
+  llama-oci run ai/smollm2:135M-Q4_0 -p "Once upon a time" -n 64
+  llama-oci chat ai/smollm2:135M-Q4_0
+  llama-oci bench -m model.gguf -p 512 -n 128 -r 5`;
 
 type Command = (argv: string[], cli: CliContext) => Promise<number>;
 
 const COMMANDS: Record<string, Command> = {
   pull: pullCommand,
+  run: runCommand,
+  chat: chatCommand,
+  bench: benchCommand,
 };
 
 /** Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted (Ctrl+C). */

@@ -1,0 +1,146 @@
+/**
+ * ChatSession: a conversation with a model. Each turn formats the whole history with the model's chat template
+ * and generates on the session's context; since the formatted history of the previous turns is already in the KV
+ * cache, only the new message is evaluated.
+ */
+import { createCompletionStream, disposedError, type CompletionResult, type CompletionStream, type LlamaContext } from "./context.js";
+import type { LlamaModel } from "./model.js";
+import { invalid, type ContextOptions, type GenerationOptions } from "./options.js";
+import { TaskQueue } from "./queue.js";
+
+export interface ChatMessage {
+  /** "system", "user" or "assistant" (templates may know other roles, e.g. "tool"). */
+  role: string;
+  content: string;
+}
+
+export interface ChatSessionOptions extends ContextOptions {
+  /** Put first in the conversation as a "system" message. */
+  systemPrompt?: string;
+  /** A Jinja chat template used instead of the GGUF's own. */
+  chatTemplate?: string;
+  /** Earlier turns to continue from (after the system prompt). */
+  history?: ChatMessage[];
+  /** Generate on this context instead of one the session creates (and disposes) itself. */
+  context?: LlamaContext;
+}
+
+const CHAT_TOKENIZE = { addSpecial: true, parseSpecial: true } as const;
+
+export class ChatSession {
+  readonly model: LlamaModel;
+  #options: ChatSessionOptions;
+  #history: ChatMessage[];
+  #context: Promise<LlamaContext> | undefined;
+  #ownsContext: boolean;
+  #queue = new TaskQueue();
+  #disposing: Promise<void> | undefined;
+
+  /** @internal Use model.createChat(). */
+  constructor(model: LlamaModel, options: ChatSessionOptions) {
+    this.model = model;
+    this.#options = options;
+    this.#history = initialHistory(options);
+    this.#ownsContext = options.context === undefined;
+    if (options.context) this.#context = Promise.resolve(options.context);
+  }
+
+  /** The conversation so far, system prompt included (a copy). */
+  get history(): ChatMessage[] {
+    return this.#history.map((message) => ({ ...message }));
+  }
+
+  get disposed(): boolean {
+    return this.#disposing !== undefined;
+  }
+
+  /** Sends a user message and returns the assistant's answer (streamed through onTextChunk when given). */
+  async send(message: string, options: GenerationOptions = {}): Promise<string> {
+    return (await this.sendWithMeta(message, options)).text;
+  }
+
+  /**
+   * Like send(), with stop reason and timings. An aborted answer resolves with what was generated so far, and
+   * that partial answer stays in the history.
+   */
+  sendWithMeta(message: string, options: GenerationOptions = {}): Promise<CompletionResult> {
+    this.#assertUsable();
+    if (typeof message !== "string") throw invalid("a chat message must be a string");
+    // Turns are serialised here, not only on the context, because each turn reads the history the last one wrote.
+    return this.#queue.run(async () => {
+      this.#assertUsable();
+      const context = await this.#getContext();
+      const messages = [...this.#history, { role: "user", content: message }];
+      const text = this.model.applyChatTemplate(messages, { addAssistantPrompt: true, template: this.#options.chatTemplate });
+      const tokens = dropDoubleBos(await this.model.tokenize(text, CHAT_TOKENIZE), this.model.info.bosToken);
+      const result = await context.completeWithMeta(tokens, options);
+      this.#history = [...messages, { role: "assistant", content: result.text }];
+      return result;
+    });
+  }
+
+  /** Streams the answer: `for await (const piece of chat.stream("Hi"))`; `.result` has the meta. */
+  stream(message: string, options: GenerationOptions = {}): CompletionStream {
+    this.#assertUsable();
+    return createCompletionStream((onTextChunk, signal) => this.sendWithMeta(message, { ...options, onTextChunk, signal }), options);
+  }
+
+  /** Forgets the conversation (keeping the system prompt, or `history` when given). */
+  async reset(history?: ChatMessage[]): Promise<void> {
+    this.#assertUsable();
+    await this.#queue.run(async () => {
+      this.#history = initialHistory({ ...this.#options, history });
+    });
+  }
+
+  /** Frees the session's own context (a context passed in options is left alone). Idempotent. */
+  dispose(): Promise<void> {
+    this.#disposing ??= (async () => {
+      const context = this.#context;
+      if (this.#ownsContext && context) {
+        const resolved = await context.catch(() => undefined);
+        await resolved?.dispose();
+      }
+      await this.#queue.idle();
+    })();
+    return this.#disposing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.dispose();
+  }
+
+  #assertUsable(): void {
+    if (this.#disposing) throw disposedError("chat session");
+    if (this.model.disposed) throw disposedError("model");
+  }
+
+  #getContext(): Promise<LlamaContext> {
+    if (!this.#context) {
+      const { systemPrompt, chatTemplate, history, context, ...contextOptions } = this.#options;
+      const promise = this.model.createContext(contextOptions);
+      promise.catch(() => {
+        if (this.#context === promise) this.#context = undefined;
+      });
+      this.#context = promise;
+    }
+    return this.#context;
+  }
+}
+
+function initialHistory(options: Pick<ChatSessionOptions, "systemPrompt" | "history">): ChatMessage[] {
+  const history: ChatMessage[] = [];
+  if (options.systemPrompt !== undefined) history.push({ role: "system", content: options.systemPrompt });
+  for (const message of options.history ?? []) {
+    if (typeof message?.role !== "string" || typeof message.content !== "string") {
+      throw invalid("chat history entries must be { role: string, content: string }");
+    }
+    history.push({ role: message.role, content: message.content });
+  }
+  return history;
+}
+
+/** Templates that write the BOS token themselves would get a second one from tokenization's addSpecial. */
+function dropDoubleBos(tokens: Int32Array, bos: number): Int32Array {
+  return tokens.length >= 2 && bos >= 0 && tokens[0] === bos && tokens[1] === bos ? tokens.subarray(1) : tokens;
+}

@@ -1,0 +1,385 @@
+/**
+ * LlamaContext: one llama.cpp context (a KV cache) of a model. Requests on a context run one at a time in the order
+ * they were made; the generation loop itself runs in native code on a worker thread, so the event loop stays free.
+ * A new prompt that starts with tokens already in the KV cache reuses them instead of evaluating them again.
+ */
+import { isAbort, LlamaOciError, type ErrorCode } from "../errors.js";
+import { getBinding } from "./binding.js";
+import type { LlamaModel } from "./model.js";
+import type { NativeBenchResult, NativeContext, NativeGenerateResult, NativeStopReason } from "./native-types.js";
+import {
+  invalid,
+  resolveMaxTokens,
+  toNativeSampling,
+  type ContextOptions,
+  type GenerationOptions,
+} from "./options.js";
+import { TaskQueue } from "./queue.js";
+
+export type StopReason = NativeStopReason;
+
+export interface CompletionTimings {
+  /** Tokens in the prompt, including those reused from the KV cache. */
+  promptTokens: number;
+  /** Prompt tokens reused from the KV cache (not evaluated again). */
+  cachedTokens: number;
+  generatedTokens: number;
+  /** Time spent evaluating the prompt tokens that were not cached. */
+  promptMs: number;
+  generateMs: number;
+  /** Evaluated (not cached) prompt tokens per second; 0 when nothing was evaluated. */
+  promptTokensPerSecond: number;
+  generatedTokensPerSecond: number;
+}
+
+export interface CompletionResult {
+  text: string;
+  /** "eos": the model ended its answer; "maxTokens"; "stop": a stop string matched; "abort"; "contextFull". */
+  stopReason: StopReason;
+  /** The generated tokens. */
+  tokens: Int32Array;
+  timings: CompletionTimings;
+}
+
+/** Text pieces as they are generated; `result` settles when generation ends. Leaving the loop early stops it. */
+export interface CompletionStream extends AsyncIterable<string> {
+  readonly result: Promise<CompletionResult>;
+}
+
+export interface EmbedOptions {
+  /** L2-normalise the vector (default true). */
+  normalize?: boolean;
+  /** Aborting rejects with code ABORTED. */
+  signal?: AbortSignal;
+}
+
+export interface BenchOptions {
+  /** Aborting rejects with code ABORTED. */
+  signal?: AbortSignal;
+}
+
+const PROMPT_TOKENIZE = { addSpecial: true, parseSpecial: true } as const;
+
+/** Frees the native context of a wrapper that was garbage-collected without dispose(). */
+const registry = new FinalizationRegistry<{ native: NativeContext; owner: Set<NativeContext> }>(({ native, owner }) => {
+  owner.delete(native);
+  native.dispose();
+});
+
+export function disposedError(what: string): LlamaOciError {
+  return new LlamaOciError("DISPOSED", `this ${what} has been disposed`, { hint: `create a new ${what} to continue` });
+}
+
+/** A native failure as a LlamaOciError with `code`, keeping the native message. */
+export function nativeError(error: unknown, code: ErrorCode, prefix?: string): LlamaOciError {
+  if (error instanceof LlamaOciError) return error;
+  const message = error instanceof Error ? error.message : String(error);
+  return new LlamaOciError(code, prefix ? `${prefix}: ${message}` : message, { cause: error });
+}
+
+export class LlamaContext {
+  readonly model: LlamaModel;
+  /** The options this context was created with, defaults filled in. */
+  readonly options: Readonly<Required<ContextOptions>>;
+  /** True for contexts created for embeddings. */
+  readonly embeddings: boolean;
+  #native: NativeContext;
+  #owner: Set<NativeContext>;
+  #queue = new TaskQueue();
+  #running = new Set<{ abort(): void }>();
+  #disposing: Promise<void> | undefined;
+
+  /** @internal Use model.createContext(). */
+  constructor(model: LlamaModel, native: NativeContext, options: Required<ContextOptions>, embeddings: boolean, owner: Set<NativeContext>) {
+    this.model = model;
+    this.#native = native;
+    this.options = Object.freeze({ ...options });
+    this.embeddings = embeddings;
+    this.#owner = owner;
+    owner.add(native);
+    registry.register(this, { native, owner }, this);
+  }
+
+  /** Tokens the context holds (llama.cpp may round the requested size up). */
+  get contextSize(): number {
+    return this.#native.disposed ? this.options.contextSize : this.#native.contextSize;
+  }
+
+  get batchSize(): number {
+    return this.#native.disposed ? this.options.batchSize : this.#native.batchSize;
+  }
+
+  get disposed(): boolean {
+    return this.#disposing !== undefined;
+  }
+
+  /** Tokens currently held in the KV cache. */
+  get cachedTokenCount(): number {
+    this.#assertUsable();
+    return this.#native.cachedTokenCount();
+  }
+
+  /** Generates a completion of `prompt` (text, or tokens used as they are) and returns the text. */
+  async complete(prompt: string | Int32Array, options: GenerationOptions = {}): Promise<string> {
+    return (await this.completeWithMeta(prompt, options)).text;
+  }
+
+  /** Like complete(), with the stop reason, generated tokens and timings. */
+  async completeWithMeta(prompt: string | Int32Array, options: GenerationOptions = {}): Promise<CompletionResult> {
+    this.#assertUsable();
+    if (this.embeddings) throw invalid("this context was created for embeddings and cannot generate text");
+    const grammar = this.model.grammarFor(options);
+    const sampling = toNativeSampling(options, grammar);
+    const maxTokens = resolveMaxTokens(options, this.contextSize);
+    const stop = checkStop(options.stop);
+    const { signal } = options;
+    let promptTokens = typeof prompt === "string" ? 0 : prompt.length;
+    try {
+      // Tokenizing inside the queued task keeps requests in call order even when a later prompt tokenizes faster.
+      return await this.#queue.run(async () => {
+        this.#assertUsable();
+        const tokens = typeof prompt === "string" ? await this.model.tokenize(prompt, PROMPT_TOKENIZE) : prompt;
+        promptTokens = tokens.length;
+        this.#checkPromptFits(tokens);
+        this.#assertUsable();
+        if (signal?.aborted) return abortedResult(tokens.length);
+        return this.#withAbort(signal, async (abort) => {
+          let callbackError: { error: unknown } | undefined;
+          const onText = (text: string) => {
+            if (callbackError || !options.onTextChunk) return;
+            try {
+              options.onTextChunk(text);
+            } catch (error) {
+              callbackError = { error };
+              abort.abort();
+            }
+          };
+          let result: NativeGenerateResult;
+          try {
+            result = await this.#native.generate({ tokens, maxTokens, sampling, stop, ignoreEos: false, abort, onText });
+          } catch (error) {
+            if (callbackError) throw callbackError.error;
+            throw nativeError(error, "INFERENCE", "generation failed");
+          }
+          if (callbackError) throw callbackError.error;
+          return toCompletionResult(result);
+        });
+      }, signal);
+    } catch (error) {
+      if (signal?.aborted && isAbort(error) && !this.disposed) return abortedResult(promptTokens);
+      throw error;
+    }
+  }
+
+  /** Streams a completion: `for await (const piece of context.generate(prompt))`. */
+  generate(prompt: string | Int32Array, options: GenerationOptions = {}): CompletionStream {
+    this.#assertUsable();
+    return createCompletionStream((onTextChunk, signal) => this.completeWithMeta(prompt, { ...options, onTextChunk, signal }), options);
+  }
+
+  /** Pooled embedding of `input`; the context must have been created with `embeddings: true`. */
+  async embed(input: string | Int32Array, options: EmbedOptions = {}): Promise<Float32Array> {
+    this.#assertUsable();
+    if (!this.embeddings) throw invalid("embed() needs a context created with { embeddings: true }");
+    return this.#queue.run(async () => {
+      this.#assertUsable();
+      const tokens = typeof input === "string" ? await this.model.tokenize(input, PROMPT_TOKENIZE) : input;
+      if (tokens.length > this.contextSize || tokens.length > this.batchSize) {
+        throw invalid(`the text is ${tokens.length} tokens but the embedding context holds ${Math.min(this.contextSize, this.batchSize)}`, "use a larger contextSize");
+      }
+      this.#assertUsable();
+      return this.#withAbort(options.signal, async (abort) => {
+        try {
+          return await this.#native.embed(tokens, options.normalize ?? true, abort);
+        } catch (error) {
+          if (options.signal?.aborted) throw new LlamaOciError("ABORTED", "the embedding was aborted", { cause: options.signal.reason });
+          throw nativeError(error, "INFERENCE", "embedding failed");
+        }
+      });
+    }, options.signal);
+  }
+
+  /**
+   * llama-bench's measurement: `nPrompt` random tokens evaluated in batches, then `nGen` tokens generated one at a
+   * time, from an empty KV cache. Returns milliseconds for each part.
+   */
+  async bench(nPrompt: number, nGen: number, options: BenchOptions = {}): Promise<NativeBenchResult> {
+    this.#assertUsable();
+    for (const [name, value] of [["nPrompt", nPrompt], ["nGen", nGen]] as const) {
+      if (!Number.isInteger(value) || value < 0) throw invalid(`${name} must be an integer >= 0 (got ${value})`);
+    }
+    if (nPrompt + nGen > this.contextSize) throw invalid(`bench needs ${nPrompt + nGen} tokens but the context holds ${this.contextSize}`);
+    return this.#queue.run(async () => {
+      this.#assertUsable();
+      return this.#withAbort(options.signal, async (abort) => {
+        try {
+          return await this.#native.bench(nPrompt, nGen, abort);
+        } catch (error) {
+          if (options.signal?.aborted) throw new LlamaOciError("ABORTED", "the benchmark was aborted", { cause: options.signal.reason });
+          throw nativeError(error, "INFERENCE", "benchmark failed");
+        }
+      });
+    }, options.signal);
+  }
+
+  /** Forgets the KV cache (after queued requests finish). */
+  async clear(): Promise<void> {
+    this.#assertUsable();
+    await this.#queue.run(async () => {
+      this.#assertUsable();
+      this.#native.clear();
+    });
+  }
+
+  /**
+   * Frees the context. A running request is stopped (it resolves with stopReason "abort"); requests still waiting
+   * reject with code DISPOSED. Safe to call more than once; every call resolves when the context is freed.
+   */
+  dispose(): Promise<void> {
+    this.#disposing ??= (async () => {
+      for (const abort of this.#running) abort.abort();
+      await this.#queue.idle();
+      registry.unregister(this);
+      this.#owner.delete(this.#native);
+      this.#native.dispose();
+    })();
+    return this.#disposing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.dispose();
+  }
+
+  #assertUsable(): void {
+    if (this.#disposing) throw disposedError("context");
+    if (this.model.disposed) throw disposedError("model");
+  }
+
+  #checkPromptFits(tokens: Int32Array): void {
+    if (tokens.length === 0) throw invalid("the prompt is empty");
+    if (tokens.length >= this.contextSize) {
+      throw invalid(`the prompt is ${tokens.length} tokens but the context holds ${this.contextSize}`, "use a larger contextSize or a shorter prompt");
+    }
+  }
+
+  /** Runs `work` with a fresh native abort flag tied to `signal` and to dispose(). */
+  async #withAbort<T>(signal: AbortSignal | undefined, work: (abort: { abort(): void; readonly aborted: boolean }) => Promise<T>): Promise<T> {
+    const flag = getBinding().createAbortFlag();
+    const onAbort = () => flag.abort();
+    signal?.addEventListener("abort", onAbort, { once: true });
+    if (signal?.aborted) flag.abort();
+    this.#running.add(flag);
+    try {
+      return await work(flag);
+    } finally {
+      this.#running.delete(flag);
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+}
+
+function checkStop(stop: string[] | undefined): string[] {
+  if (stop === undefined) return [];
+  if (!Array.isArray(stop) || stop.some((s) => typeof s !== "string")) throw invalid("stop must be an array of strings");
+  return stop.filter((s) => s.length > 0);
+}
+
+function perSecond(tokens: number, ms: number): number {
+  return ms > 0 ? (tokens * 1000) / ms : 0;
+}
+
+export function toCompletionResult(result: NativeGenerateResult): CompletionResult {
+  const evaluated = result.promptTokens - result.cachedTokens;
+  return {
+    text: result.text,
+    stopReason: result.stopReason,
+    tokens: result.tokens,
+    timings: {
+      promptTokens: result.promptTokens,
+      cachedTokens: result.cachedTokens,
+      generatedTokens: result.generatedTokens,
+      promptMs: result.promptMs,
+      generateMs: result.generateMs,
+      promptTokensPerSecond: perSecond(evaluated, result.promptMs),
+      generatedTokensPerSecond: perSecond(result.generatedTokens, result.generateMs),
+    },
+  };
+}
+
+function abortedResult(promptTokens: number): CompletionResult {
+  return {
+    text: "",
+    stopReason: "abort",
+    tokens: new Int32Array(0),
+    timings: {
+      promptTokens,
+      cachedTokens: 0,
+      generatedTokens: 0,
+      promptMs: 0,
+      generateMs: 0,
+      promptTokensPerSecond: 0,
+      generatedTokensPerSecond: 0,
+    },
+  };
+}
+
+/**
+ * Adapts a callback-style completion to an async iterator. Generation starts at once; pieces are buffered until
+ * read. Leaving a `for await` loop early (break, throw) aborts the generation and waits for it to stop.
+ */
+export function createCompletionStream(
+  run: (onTextChunk: (text: string) => void, signal: AbortSignal) => Promise<CompletionResult>,
+  options: Pick<GenerationOptions, "signal" | "onTextChunk">,
+): CompletionStream {
+  const controller = new AbortController();
+  const signal = options.signal ? AbortSignal.any([options.signal, controller.signal]) : controller.signal;
+  const pieces: string[] = [];
+  let wake: (() => void) | undefined;
+  let finished = false;
+  let failure: { error: unknown } | undefined;
+
+  const onTextChunk = (text: string) => {
+    pieces.push(text);
+    options.onTextChunk?.(text);
+    wake?.();
+  };
+  const result = run(onTextChunk, signal).then(
+    (value) => {
+      finished = true;
+      wake?.();
+      return value;
+    },
+    (error: unknown) => {
+      finished = true;
+      failure = { error };
+      wake?.();
+      throw error;
+    },
+  );
+  // Errors reach the reader through the iterator; an unread `result` must not become an unhandled rejection.
+  result.catch(() => {});
+
+  const iterator: AsyncIterableIterator<string> = {
+    async next(): Promise<IteratorResult<string>> {
+      for (;;) {
+        if (pieces.length > 0) return { done: false, value: pieces.shift()! };
+        if (finished) {
+          if (failure) throw failure.error;
+          return { done: true, value: undefined };
+        }
+        await new Promise<void>((resolve) => (wake = resolve));
+        wake = undefined;
+      }
+    },
+    async return(): Promise<IteratorResult<string>> {
+      controller.abort(new Error("the stream's reader stopped reading"));
+      pieces.length = 0;
+      await result.catch(() => {});
+      return { done: true, value: undefined };
+    },
+    [Symbol.asyncIterator]() {
+      return iterator;
+    },
+  };
+  return { result, [Symbol.asyncIterator]: () => iterator };
+}

@@ -1,0 +1,307 @@
+/**
+ * LlamaModel: a loaded GGUF model. Completions, streams and chats run on contexts the model creates on demand (a
+ * default one for complete()/generate(), one per chat, one for embeddings); dispose() frees them all.
+ */
+import { stat } from "node:fs/promises";
+import { LlamaOciError } from "../errors.js";
+import type { PullResult } from "../oci/pull.js";
+import { getBinding } from "./binding.js";
+import { ChatSession, type ChatMessage, type ChatSessionOptions } from "./chat.js";
+import {
+  createCompletionStream,
+  disposedError,
+  LlamaContext,
+  nativeError,
+  type CompletionResult,
+  type CompletionStream,
+  type EmbedOptions,
+} from "./context.js";
+import type { NativeContext, NativeContextOptions, NativeModel, NativeModelInfo } from "./native-types.js";
+import {
+  invalid,
+  resolveContextOptions,
+  toNativeContextOptions,
+  toNativeModelOptions,
+  type ContextOptions,
+  type GenerationOptions,
+  type ModelOptions,
+} from "./options.js";
+
+export interface TokenizeOptions {
+  /** Add the model's special tokens (BOS) as a prompt would have them (default true). */
+  addSpecial?: boolean;
+  /** Turn special-token text such as "<|im_start|>" into those tokens (default false). */
+  parseSpecial?: boolean;
+}
+
+export interface DetokenizeOptions {
+  /** Drop BOS/EOS from the text (default false). */
+  removeSpecial?: boolean;
+  /** Write special tokens as their text (default false). */
+  unparseSpecial?: boolean;
+}
+
+export interface CreateContextOptions extends ContextOptions {
+  /** A context for embed() (pooled output) instead of generation. */
+  embeddings?: boolean;
+}
+
+/** Frees the native model (and contexts it still owns) of a model that was garbage-collected without dispose(). */
+const registry = new FinalizationRegistry<{ native: NativeModel; contexts: Set<NativeContext> }>(({ native, contexts }) => {
+  for (const context of contexts) context.dispose();
+  contexts.clear();
+  native.dispose();
+});
+
+export class LlamaModel {
+  /** The GGUF file that was loaded. */
+  readonly path: string;
+  readonly info: NativeModelInfo;
+  /** Defaults for contexts this model creates (createContext() options override them). */
+  readonly contextOptions: Readonly<Required<ContextOptions>>;
+  /** The pull that produced the file, when the model came from llama.fromDocker(). */
+  pull?: PullResult;
+  #native: NativeModel;
+  #nativeContexts = new Set<NativeContext>();
+  #contexts = new Set<WeakRef<LlamaContext>>();
+  #defaultContext: Promise<LlamaContext> | undefined;
+  #embeddingContext: Promise<LlamaContext> | undefined;
+  #metadata: Record<string, string> | undefined;
+  #disposing: Promise<void> | undefined;
+  /** Native calls on the model itself (tokenize, context creation) that dispose() must wait for. */
+  #inflight = new Set<Promise<unknown>>();
+
+  /** @internal Use llama.loadModel() or llama.fromDocker(). */
+  constructor(path: string, native: NativeModel, contextOptions: Required<ContextOptions>) {
+    this.path = path;
+    this.#native = native;
+    this.info = native.info();
+    this.contextOptions = Object.freeze({ ...contextOptions });
+    registry.register(this, { native, contexts: this.#nativeContexts }, this);
+  }
+
+  /** Every GGUF metadata key and value, as text. */
+  get metadata(): Record<string, string> {
+    if (!this.#metadata) {
+      if (this.disposed) throw disposedError("model");
+      this.#metadata = this.#native.metadata();
+    }
+    return this.#metadata;
+  }
+
+  get disposed(): boolean {
+    return this.#disposing !== undefined;
+  }
+
+  /** A new context (KV cache) of this model; the model's contextOptions fill in what `options` leaves out. */
+  async createContext(options: CreateContextOptions = {}): Promise<LlamaContext> {
+    this.#assertUsable();
+    const { embeddings = false, ...rest } = options;
+    const resolved = resolveContextOptions({ ...this.contextOptions, ...definedOnly(rest) }, this.info.trainContextLength);
+    const nativeOptions = toNativeContextOptions(resolved, { embeddings, pooling: embeddings ? this.#embeddingPooling() : undefined });
+    let native: NativeContext;
+    try {
+      native = await this.#track(this.#native.createContext(nativeOptions));
+    } catch (error) {
+      throw nativeError(error, "INFERENCE", `could not create a context of ${resolved.contextSize} tokens`);
+    }
+    if (this.disposed) {
+      native.dispose();
+      throw disposedError("model");
+    }
+    const context = new LlamaContext(this, native, resolved, embeddings, this.#nativeContexts);
+    for (const ref of this.#contexts) if (ref.deref()?.disposed !== false) this.#contexts.delete(ref);
+    this.#contexts.add(new WeakRef(context));
+    return context;
+  }
+
+  /** Completes `prompt` on the model's default context; see GenerationOptions for sampling and abort. */
+  async complete(prompt: string, options: GenerationOptions = {}): Promise<string> {
+    return (await this.completeWithMeta(prompt, options)).text;
+  }
+
+  async completeWithMeta(prompt: string, options: GenerationOptions = {}): Promise<CompletionResult> {
+    this.#assertUsable();
+    return (await this.#getDefaultContext()).completeWithMeta(prompt, options);
+  }
+
+  /** Streams a completion: `for await (const piece of model.generate(prompt))`; `.result` has the meta. */
+  generate(prompt: string, options: GenerationOptions = {}): CompletionStream {
+    this.#assertUsable();
+    return createCompletionStream(
+      async (onTextChunk, signal) => (await this.#getDefaultContext()).completeWithMeta(prompt, { ...options, onTextChunk, signal }),
+      options,
+    );
+  }
+
+  /** A multi-turn chat formatted with the model's chat template, on a context of its own unless one is given. */
+  createChat(options: ChatSessionOptions = {}): ChatSession {
+    this.#assertUsable();
+    return new ChatSession(this, options);
+  }
+
+  /** Pooled embedding of `text` (L2-normalised unless normalize is false), on a separate embeddings context. */
+  async embed(text: string, options: EmbedOptions = {}): Promise<Float32Array> {
+    this.#assertUsable();
+    this.#embeddingContext ??= this.#createDefault(() => {
+      const size = this.contextOptions.contextSize;
+      return this.createContext({ embeddings: true, batchSize: size, ubatchSize: size });
+    }, "embeddings");
+    return (await this.#embeddingContext).embed(text, options);
+  }
+
+  async tokenize(text: string, options: TokenizeOptions = {}): Promise<Int32Array> {
+    this.#assertUsable();
+    if (typeof text !== "string") throw invalid("tokenize() takes a string");
+    try {
+      return await this.#track(this.#native.tokenize(text, options.addSpecial ?? true, options.parseSpecial ?? false));
+    } catch (error) {
+      throw nativeError(error, "INFERENCE", "tokenization failed");
+    }
+  }
+
+  async detokenize(tokens: Int32Array | readonly number[], options: DetokenizeOptions = {}): Promise<string> {
+    this.#assertUsable();
+    const array = tokens instanceof Int32Array ? tokens : Int32Array.from(tokens);
+    try {
+      return await this.#track(this.#native.detokenize(array, options.removeSpecial ?? false, options.unparseSpecial ?? false));
+    } catch (error) {
+      throw nativeError(error, "INFERENCE", "detokenization failed");
+    }
+  }
+
+  /**
+   * Formats a conversation with the GGUF's chat template (or `template`, a Jinja override) through llama.cpp's
+   * chat layer; with addAssistantPrompt (default true) the text ends where the assistant's answer begins.
+   */
+  applyChatTemplate(messages: readonly ChatMessage[], options: { addAssistantPrompt?: boolean; template?: string } = {}): string {
+    this.#assertUsable();
+    try {
+      return this.#native.applyChatTemplate(
+        messages.map(({ role, content }) => ({ role, content })),
+        options.addAssistantPrompt ?? true,
+        options.template ?? null,
+      );
+    } catch (error) {
+      throw nativeError(error, "INFERENCE", "could not apply the chat template");
+    }
+  }
+
+  /** A GBNF grammar that accepts JSON matching `schema` (llama.cpp's converter). */
+  jsonSchemaToGrammar(schema: object): string {
+    this.#assertUsable();
+    try {
+      return this.#native.jsonSchemaToGrammar(JSON.stringify(schema));
+    } catch (error) {
+      throw invalid(`unsupported JSON schema: ${error instanceof Error ? error.message : String(error)}`);
+    }
+  }
+
+  /** @internal The grammar a request asks for, from `grammar` or `jsonSchema`. */
+  grammarFor(options: Pick<GenerationOptions, "grammar" | "jsonSchema">): string | null {
+    if (options.grammar !== undefined && options.jsonSchema !== undefined) throw invalid("give grammar or jsonSchema, not both");
+    if (options.jsonSchema !== undefined) return this.jsonSchemaToGrammar(options.jsonSchema);
+    if (options.grammar !== undefined && typeof options.grammar !== "string") throw invalid("grammar must be a GBNF string");
+    return options.grammar ?? null;
+  }
+
+  /**
+   * Frees the model and every context it created. Running requests stop (resolving with stopReason "abort"),
+   * queued ones reject with code DISPOSED. Idempotent; every call resolves once everything is freed.
+   */
+  dispose(): Promise<void> {
+    this.#disposing ??= (async () => {
+      const contexts = [...this.#contexts].map((ref) => ref.deref()).filter((c): c is LlamaContext => c !== undefined);
+      await Promise.all(contexts.map((context) => context.dispose()));
+      await Promise.allSettled([this.#defaultContext, this.#embeddingContext, ...this.#inflight]);
+      registry.unregister(this);
+      for (const native of this.#nativeContexts) native.dispose();
+      this.#nativeContexts.clear();
+      this.#native.dispose();
+    })();
+    return this.#disposing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.dispose();
+  }
+
+  #assertUsable(): void {
+    if (this.#disposing) throw disposedError("model");
+  }
+
+  #track<T>(promise: Promise<T>): Promise<T> {
+    this.#inflight.add(promise);
+    const forget = () => void this.#inflight.delete(promise);
+    promise.then(forget, forget);
+    return promise;
+  }
+
+  #getDefaultContext(): Promise<LlamaContext> {
+    this.#defaultContext ??= this.#createDefault(() => this.createContext(), "default");
+    return this.#defaultContext;
+  }
+
+  /** A lazily created shared context; a failed creation is forgotten so the next call tries again. */
+  #createDefault(create: () => Promise<LlamaContext>, which: "default" | "embeddings"): Promise<LlamaContext> {
+    const promise = create();
+    promise.catch(() => {
+      if (which === "default" && this.#defaultContext === promise) this.#defaultContext = undefined;
+      if (which === "embeddings" && this.#embeddingContext === promise) this.#embeddingContext = undefined;
+    });
+    return promise;
+  }
+
+  /** The GGUF's pooling if it names one, else mean pooling (llama.cpp would give per-token vectors). */
+  #embeddingPooling(): NativeContextOptions["pooling"] {
+    const key = `${this.info.architecture}.pooling_type`;
+    return this.metadata[key] !== undefined ? "unspecified" : "mean";
+  }
+}
+
+function definedOnly<T extends object>(options: T): Partial<T> {
+  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)) as Partial<T>;
+}
+
+/** Opens a local GGUF file. Missing files fail before the addon is involved; load errors carry code MODEL_LOAD. */
+export async function loadModel(path: string, options: ModelOptions = {}): Promise<LlamaModel> {
+  if (typeof path !== "string" || path === "") throw invalid("loadModel() needs the path of a GGUF file");
+  const { signal } = options;
+  if (signal?.aborted) throw new LlamaOciError("ABORTED", "the model load was aborted", { cause: signal.reason });
+  const info = await stat(path).catch((error: NodeJS.ErrnoException) => {
+    if (error.code === "ENOENT") throw new LlamaOciError("NOT_FOUND", `model file not found: ${path}`);
+    throw new LlamaOciError("MODEL_LOAD", `cannot read model file ${path}: ${error.message}`, { cause: error });
+  });
+  if (!info.isFile()) throw invalid(`${path} is not a file`);
+
+  const binding = getBinding();
+  const nativeOptions = toNativeModelOptions(options, binding.systemInfo().supportsGpuOffload);
+  const flag = binding.createAbortFlag();
+  const onAbort = () => flag.abort();
+  signal?.addEventListener("abort", onAbort, { once: true });
+  const onProgress = options.onLoadProgress;
+  let native: NativeModel;
+  try {
+    native = await binding.loadModel(path, nativeOptions, onProgress ? (fraction) => safeProgress(onProgress, fraction) : null, flag);
+  } catch (error) {
+    if (signal?.aborted) throw new LlamaOciError("ABORTED", "the model load was aborted", { cause: signal.reason });
+    throw nativeError(error, "MODEL_LOAD", `cannot load model ${path}`);
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
+  try {
+    const contextOptions = resolveContextOptions(options, native.info().trainContextLength);
+    return new LlamaModel(path, native, contextOptions);
+  } catch (error) {
+    native.dispose();
+    throw error;
+  }
+}
+
+function safeProgress(listener: (fraction: number) => void, fraction: number): void {
+  try {
+    listener(fraction);
+  } catch {
+    // a failing progress listener must not break the load running in native code
+  }
+}

@@ -1,0 +1,216 @@
+/**
+ * Public option types of the inference API, their defaults, and their translation into the addon's options.
+ * Defaults follow llama.cpp's command-line tools where they have one.
+ */
+import { readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
+import { LlamaOciError } from "../errors.js";
+import type { NativeContextOptions, NativeModelOptions, NativeSamplingOptions } from "./native-types.js";
+
+export interface LoadModelOptions {
+  /** Layers to offload to the GPU: "max" = all. Default "max" when the addon has a GPU backend, else 0. */
+  gpuLayers?: "max" | number;
+  /** Map the file instead of reading it into memory (default true). */
+  useMmap?: boolean;
+  /** Lock the model in RAM (default false). */
+  useMlock?: boolean;
+  /** Load progress, a fraction from 0 to 1. */
+  onLoadProgress?: (fraction: number) => void;
+  /** Aborts the load; loadModel then rejects with code ABORTED. */
+  signal?: AbortSignal;
+}
+
+export type FlashAttention = "auto" | "on" | "off" | boolean;
+
+export interface ContextOptions {
+  /** Tokens the context holds (prompt plus generated). Default min(the model's training context, 4096). */
+  contextSize?: number;
+  /** Logical batch size for prompt processing (default 512, at most contextSize). */
+  batchSize?: number;
+  /** Physical batch size (default min(batchSize, 512)). */
+  ubatchSize?: number;
+  /** CPU threads for generation. Default: the number of physical cores available to this process. */
+  threads?: number;
+  /** CPU threads for prompt processing (default: threads). */
+  threadsBatch?: number;
+  /** Flash attention (default "auto": on where the backend supports it). */
+  flashAttention?: FlashAttention;
+}
+
+export interface ModelOptions extends LoadModelOptions, ContextOptions {}
+
+export interface SamplingOptions {
+  /** 0 = greedy (always the most likely token). Default 0.8. */
+  temperature?: number;
+  /** Default 40; 0 = off. */
+  topK?: number;
+  /** Default 0.95; 1 = off. */
+  topP?: number;
+  /** Default 0.05; 0 = off. */
+  minP?: number;
+  /** Penalty for repeating recent tokens; default 1.0 = off. */
+  repeatPenalty?: number;
+  /** How many recent tokens the penalties look at (default 64). */
+  repeatLastN?: number;
+  /** Default 0 = off. */
+  frequencyPenalty?: number;
+  /** Default 0 = off. */
+  presencePenalty?: number;
+  /** Sampling seed; default random. With the same seed, prompt and options, output repeats. */
+  seed?: number;
+}
+
+export interface GenerationOptions extends SamplingOptions {
+  /** Most tokens to generate (default 256). */
+  maxTokens?: number;
+  /** Generation stops when the output ends with one of these; the stop string is left out of the result. */
+  stop?: string[];
+  /** Constrain the output with a GBNF grammar. */
+  grammar?: string;
+  /** Constrain the output to JSON matching this JSON schema (converted to a grammar by llama.cpp). */
+  jsonSchema?: object;
+  /**
+   * Stops generation between tokens and interrupts prompt evaluation. An aborted request does not reject: it
+   * resolves with the text generated so far and stopReason "abort" (also when it was still waiting its turn).
+   */
+  signal?: AbortSignal;
+  /** Each piece of text as it is generated (whole UTF-8 characters only). */
+  onTextChunk?: (text: string) => void;
+}
+
+export const GENERATION_DEFAULTS = {
+  maxTokens: 256,
+  temperature: 0.8,
+  topK: 40,
+  topP: 0.95,
+  minP: 0.05,
+  repeatPenalty: 1.0,
+  repeatLastN: 64,
+  frequencyPenalty: 0,
+  presencePenalty: 0,
+} as const;
+
+export const DEFAULT_CONTEXT_SIZE = 4096;
+export const DEFAULT_BATCH_SIZE = 512;
+
+export function invalid(message: string, hint?: string): LlamaOciError {
+  return new LlamaOciError("INVALID_ARGUMENT", message, { hint });
+}
+
+function checkNumber(name: string, value: number | undefined, min: number, options: { integer?: boolean; max?: number } = {}): void {
+  if (value === undefined) return;
+  const ok = typeof value === "number" && !Number.isNaN(value) && value >= min && value <= (options.max ?? Infinity);
+  if (!ok || (options.integer && !Number.isInteger(value) && value !== Infinity)) {
+    const kind = options.integer ? "an integer" : "a number";
+    throw invalid(`${name} must be ${kind} >= ${min}${options.max === undefined ? "" : ` and <= ${options.max}`} (got ${String(value)})`);
+  }
+}
+
+export function toNativeModelOptions(options: LoadModelOptions, hasGpu: boolean): NativeModelOptions {
+  const gpuLayers = options.gpuLayers ?? (hasGpu ? "max" : 0);
+  if (gpuLayers !== "max") checkNumber("gpuLayers", gpuLayers, 0, { integer: true });
+  return {
+    gpuLayers: gpuLayers === "max" ? -1 : gpuLayers,
+    useMmap: options.useMmap ?? true,
+    useMlock: options.useMlock ?? false,
+    vocabOnly: false,
+  };
+}
+
+/** Context options with every default filled in; `trainContextLength` caps the default size. */
+export function resolveContextOptions(options: ContextOptions, trainContextLength: number): Required<ContextOptions> {
+  checkNumber("contextSize", options.contextSize, 1, { integer: true });
+  checkNumber("batchSize", options.batchSize, 1, { integer: true });
+  checkNumber("ubatchSize", options.ubatchSize, 1, { integer: true });
+  checkNumber("threads", options.threads, 1, { integer: true });
+  checkNumber("threadsBatch", options.threadsBatch, 1, { integer: true });
+  const contextSize = options.contextSize ?? (trainContextLength > 0 ? Math.min(trainContextLength, DEFAULT_CONTEXT_SIZE) : DEFAULT_CONTEXT_SIZE);
+  const batchSize = Math.min(options.batchSize ?? DEFAULT_BATCH_SIZE, contextSize);
+  const threads = options.threads ?? defaultThreads();
+  return {
+    contextSize,
+    batchSize,
+    ubatchSize: Math.min(options.ubatchSize ?? DEFAULT_BATCH_SIZE, batchSize),
+    threads,
+    threadsBatch: options.threadsBatch ?? threads,
+    flashAttention: options.flashAttention ?? "auto",
+  };
+}
+
+export function toNativeContextOptions(
+  options: Required<ContextOptions>,
+  purpose: { embeddings: boolean; pooling?: NativeContextOptions["pooling"] } = { embeddings: false },
+): NativeContextOptions {
+  const fa = options.flashAttention;
+  return {
+    contextSize: options.contextSize,
+    batchSize: options.batchSize,
+    ubatchSize: options.ubatchSize,
+    threads: options.threads,
+    threadsBatch: options.threadsBatch,
+    flashAttention: fa === true ? "on" : fa === false ? "off" : fa,
+    embeddings: purpose.embeddings,
+    pooling: purpose.pooling ?? "unspecified",
+  };
+}
+
+export function toNativeSampling(options: GenerationOptions, grammar: string | null): NativeSamplingOptions {
+  checkNumber("temperature", options.temperature, 0);
+  checkNumber("topK", options.topK, 0, { integer: true });
+  checkNumber("topP", options.topP, 0, { max: 1 });
+  checkNumber("minP", options.minP, 0, { max: 1 });
+  checkNumber("repeatPenalty", options.repeatPenalty, 0);
+  checkNumber("repeatLastN", options.repeatLastN, -1, { integer: true });
+  checkNumber("seed", options.seed, 0, { integer: true, max: 0xfffffffe });
+  const d = GENERATION_DEFAULTS;
+  return {
+    temperature: options.temperature ?? d.temperature,
+    topK: options.topK ?? d.topK,
+    topP: options.topP ?? d.topP,
+    minP: options.minP ?? d.minP,
+    repeatPenalty: options.repeatPenalty ?? d.repeatPenalty,
+    repeatLastN: options.repeatLastN ?? d.repeatLastN,
+    frequencyPenalty: options.frequencyPenalty ?? d.frequencyPenalty,
+    presencePenalty: options.presencePenalty ?? d.presencePenalty,
+    // 0xFFFFFFFF is llama.cpp's "pick a random seed"; choosing here keeps the seed in JS's hands.
+    seed: options.seed ?? Math.floor(Math.random() * 0xffffffff),
+    grammar,
+    grammarRoot: "root",
+  };
+}
+
+/** maxTokens with its default; Infinity means "until the context is full". */
+export function resolveMaxTokens(options: GenerationOptions, contextSize: number): number {
+  checkNumber("maxTokens", options.maxTokens, 0, { integer: true });
+  const maxTokens = options.maxTokens ?? GENERATION_DEFAULTS.maxTokens;
+  return maxTokens === Infinity ? contextSize : maxTokens;
+}
+
+let physicalCores: number | undefined;
+
+/**
+ * Threads that help generation: one per physical core (hyper-threads slow llama.cpp down), bounded by the CPUs
+ * this process may use. Falls back to availableParallelism() where cores cannot be told apart.
+ */
+export function defaultThreads(): number {
+  physicalCores ??= countPhysicalCores();
+  const available = availableParallelism();
+  return Math.max(1, physicalCores > 0 ? Math.min(physicalCores, available) : available);
+}
+
+function countPhysicalCores(): number {
+  if (process.platform !== "linux") return 0;
+  try {
+    const cores = new Set<string>();
+    for (const block of readFileSync("/proc/cpuinfo", "utf8").split(/\n\s*\n/)) {
+      if (!/^processor\s*:/m.test(block)) continue;
+      const physical = /^physical id\s*:\s*(\d+)/m.exec(block)?.[1];
+      const core = /^core id\s*:\s*(\d+)/m.exec(block)?.[1];
+      if (physical === undefined || core === undefined) return 0;
+      cores.add(`${physical}:${core}`);
+    }
+    return cores.size;
+  } catch {
+    return 0;
+  }
+}
