@@ -57,7 +57,7 @@ export async function chatCommand(argv: string[], cli: CliContext): Promise<numb
   });
 
   const model = await openModel("chat", positionals, values, cli, contextFlags(values));
-  const input: Input = (cli as CliContext & { stdin?: Input }).stdin ?? process.stdin;
+  const input: Input = cli.stdin ?? process.stdin;
   const interactive = input.isTTY === true;
   const rl = createInterface({ input, output: interactive ? cli.stdout : undefined, terminal: interactive, prompt: "> " });
   try {

@@ -23,7 +23,7 @@ export interface NativeSystemInfo {
   devices: NativeDevice[];
   /** llama_print_system_info(): CPU features. */
   systemInfo: string;
-  /** llama.cpp build number and commit, e.g. "b1234 (abcdef0)". */
+  /** llama.cpp's build number and commit, e.g. "b1234 (abcdef0)", or its version when built from a release bundle without history, e.g. "0.4.0 (80fb11a)". */
   llamaCppVersion: string;
   supportsGpuOffload: boolean;
   supportsMmap: boolean;
