@@ -1,0 +1,87 @@
+// Correctness oracle: greedy generation through our addon, on a model pulled by reference from a real registry,
+// equals llama.cpp's own llama-completion and llama-simple (built from the same pinned source by
+// `scripts/setup.sh`) on the same file and prompt, token for token.
+import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, test } from "vitest";
+import { llama, type LlamaModel } from "../src/index.js";
+import { dockerV01 } from "./helpers/artifacts.js";
+import { ROOT_DIR } from "./helpers/cli.js";
+import { pushArtifact } from "./helpers/push.js";
+import { startRegistry, type RegistryHandle } from "./helpers/registry.js";
+import { makeTinyLlama } from "./helpers/tiny-model.js";
+import { makeTempDir, removeDir } from "./helpers/tmp.js";
+
+const run = promisify(execFile);
+const TOOLS = join(ROOT_DIR, "build", "bin");
+const N_PREDICT = 40;
+const PROMPTS = ["Once upon a time", "The capital of France is", "def fibonacci(n):\n    return"];
+
+let registry: RegistryHandle;
+let workDir: string;
+const models: { name: string; path: string; model: LlamaModel }[] = [];
+
+beforeAll(async () => {
+  for (const tool of ["llama-completion", "llama-simple"]) {
+    if (!existsSync(join(TOOLS, tool))) {
+      throw new Error(`${join(TOOLS, tool)} is missing: run 'bash scripts/setup.sh' (it builds llama.cpp's tools with the addon)`);
+    }
+  }
+  workDir = await makeTempDir("llama-oci-oracle");
+  registry = await startRegistry();
+  const variants = [
+    { name: "f32", options: { seed: 11, nLayer: 2, nEmbd: 128, nHead: 4, nHeadKv: 2, nFf: 256 } },
+    { name: "f16-bpe", options: { seed: 12, nLayer: 3, nEmbd: 96, nHead: 6, nHeadKv: 3, nFf: 192, tensorType: "f16" as const, vocabFrom: join(ROOT_DIR, "deps/llama.cpp/models/ggml-vocab-llama-bpe.gguf") } },
+  ];
+  for (const variant of variants) {
+    const file = join(workDir, `${variant.name}.gguf`);
+    await makeTinyLlama(file, variant.options);
+    await pushArtifact({ registryUrl: registry.url, repository: "oracle/tiny" }, variant.name, dockerV01({ ggufs: [await readFile(file)] }));
+    const model = await llama.fromDocker(`${registry.host}/oracle/tiny:${variant.name}`, {
+      cacheDir: join(workDir, "cache"),
+      env: { PATH: process.env.PATH, HOME: workDir },
+      threads: 2,
+      gpuLayers: 0,
+    });
+    models.push({ name: variant.name, path: model.path, model });
+  }
+});
+
+afterAll(async () => {
+  for (const { model } of models) await model.dispose();
+  await registry?.stop();
+  if (workDir) await removeDir(workDir);
+});
+
+/** What llama.cpp's tool printed after the echoed prompt (the tools print the prompt, then the generation). */
+function continuation(output: string, prompt: string): string {
+  const start = output.indexOf(prompt);
+  expect(start, `the tool's output should echo the prompt: ${JSON.stringify(output.slice(0, 200))}`).toBeGreaterThanOrEqual(0);
+  return output.slice(start + prompt.length).replace(/\n+$/, "");
+}
+
+describe.each(PROMPTS)("greedy generation of %j", (prompt) => {
+  test("equals llama-completion and llama-simple on both models", async () => {
+    expect(models).toHaveLength(2);
+    for (const { name, path, model } of models) {
+      const ours = await model.completeWithMeta(prompt, { maxTokens: N_PREDICT, temperature: 0 });
+      // The tools generate exactly as many tokens as we did; equal texts from equal token counts, greedily, means
+      // the same tokens (a single differing token changes every later one).
+      expect(ours.tokens.length, `${name}: generated tokens`).toBeGreaterThan(0);
+
+      const completion = await run(
+        join(TOOLS, "llama-completion"),
+        ["-m", path, "-p", prompt, "-n", String(ours.tokens.length), "--temp", "0", "-t", "2", "-no-cnv", "--no-warmup", "-ngl", "0"],
+        { maxBuffer: 1 << 20 },
+      );
+      const simple = await run(join(TOOLS, "llama-simple"), ["-m", path, "-n", String(ours.tokens.length), prompt], { maxBuffer: 1 << 20 });
+
+      expect(ours.text.length, `${name}: our text`).toBeGreaterThan(0);
+      expect(continuation(completion.stdout, prompt), `${name} vs llama-completion`).toBe(ours.text);
+      expect(continuation(simple.stdout, prompt), `${name} vs llama-simple`).toBe(ours.text);
+    }
+  });
+});
