@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command that installs and builds everything on a fresh Debian 12 + Node 20 machine: the Debian packages the
-# build and the tests need (cmake, g++, git; docker-registry, openssl, util-linux's script/setpriv), then `npm ci`,
-# which compiles the TypeScript and the native addon (llama.cpp, fetched through npm), here together with
+# build and the tests need (cmake, g++, git; docker-registry, openssl, skopeo, util-linux's script/setpriv), then
+# `npm ci`, which compiles the TypeScript and the native addon (llama.cpp, fetched through npm), here together with
 # llama.cpp's own tools that the tests compare against. Safe to re-run: what is there already is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,7 @@ command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v git >/dev/null 2>&1 || missing+=(git)
+command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -2,8 +2,29 @@
 export { pull, type PullOptions, type PullResult, type PulledFile } from "./oci/pull.js";
 export { parseReference, formatReference, familiarReference, type Reference } from "./oci/reference.js";
 export { defaultCacheDir } from "./oci/cache-dir.js";
+export { listModels, type CacheOptions, type ModelListing } from "./oci/catalog.js";
+export { removeModels, type RemoveOptions, type RemoveOutcome } from "./oci/cache-remove.js";
+export { pruneCache, type PruneOptions, type PruneResult, type PrunedItem, type PrunedKind } from "./oci/cache-prune.js";
+export { tagModel, type TagResult } from "./oci/cache-tag.js";
+export {
+  inspectModel,
+  type InspectOptions,
+  type InspectResult,
+  type InspectLayer,
+  type InspectConfig,
+  type ConfigSummary,
+} from "./oci/inspect.js";
+export type { GgufFacts, GgufJsonValue } from "./gguf/facts.js";
+export {
+  packageModel,
+  type PackageOptions,
+  type PackageResult,
+  type PackageFormat,
+  type PackagedFile,
+} from "./oci/package.js";
+export { pushModel, type PushOptions, type PushResult, type PushedBlob } from "./oci/push.js";
 export type { ExplicitCredentials } from "./oci/credentials.js";
-export type { ProgressEvent, ProgressListener } from "./oci/progress.js";
+export type { ProgressEvent, ProgressListener, PushOutcome } from "./oci/progress.js";
 export { createProgressRenderer, type RendererOptions } from "./oci/progress-renderer.js";
 export type { ArtifactFormat, ModelFileKind } from "./oci/artifact.js";
 export type { RetryPolicy } from "./oci/download.js";

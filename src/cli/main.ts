@@ -4,8 +4,15 @@ import type { CliContext } from "./context.js";
 import { formatError, UsageError } from "./output.js";
 import { benchCommand } from "./bench-command.js";
 import { chatCommand } from "./chat-command.js";
+import { inspectCommand } from "./inspect-command.js";
+import { lsCommand } from "./ls-command.js";
+import { packageCommand } from "./package-command.js";
+import { pruneCommand } from "./prune-command.js";
 import { pullCommand } from "./pull-command.js";
+import { pushCommand } from "./push-command.js";
+import { rmCommand } from "./rm-command.js";
 import { runCommand } from "./run-command.js";
+import { tagCommand } from "./tag-command.js";
 
 const VERSION = "0.1.0";
 
@@ -16,6 +23,13 @@ Commands:
   run <reference>     pull if needed and stream a completion of -p <prompt> to stdout
   chat <reference>    chat with a model using its chat template
   bench <reference>   measure prompt and generation tokens per second (llama-bench's table)
+  ls                  list the cached models: name, ID, size, when pulled
+  rm <reference>...   remove models from the cache (files only once no other name uses them)
+  prune               delete unused files and week-old partial downloads from the cache
+  tag <src> <dst>     give a cached model a second name
+  inspect <reference> show a model's manifest, config and GGUF header (--remote: read only the header)
+  package <reference> build a model artifact from local GGUF files into the cache (--push: and upload it)
+  push <reference>    upload a cached model to its registry
 
 Run 'llama-oci <command> --help' for the options of a command.
 Examples:
@@ -23,7 +37,8 @@ Examples:
   llama-oci pull registry.example.com/team/model:Q4_K_M --json
   llama-oci run ai/smollm2:135M-Q4_0 -p "Once upon a time" -n 64
   llama-oci chat ai/smollm2:135M-Q4_0
-  llama-oci bench -m model.gguf -p 512 -n 128 -r 5`;
+  llama-oci bench -m model.gguf -p 512 -n 128 -r 5
+  llama-oci package --gguf ./model-Q4_0.gguf registry.example.com/team/model:Q4_0 --push`;
 
 type Command = (argv: string[], cli: CliContext) => Promise<number>;
 
@@ -32,6 +47,13 @@ const COMMANDS: Record<string, Command> = {
   run: runCommand,
   chat: chatCommand,
   bench: benchCommand,
+  ls: lsCommand,
+  rm: rmCommand,
+  prune: pruneCommand,
+  tag: tagCommand,
+  inspect: inspectCommand,
+  package: packageCommand,
+  push: pushCommand,
 };
 
 /** Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted (Ctrl+C). */

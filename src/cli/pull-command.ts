@@ -16,6 +16,8 @@ Options:
   --offline                   resolve from the cache only, no network (also LLAMA_OCI_OFFLINE=1)
   --verify                    re-hash cached files instead of trusting the recorded verification
   --insecure-registry <host>  allow plain HTTP for this registry (repeatable; also LLAMA_OCI_INSECURE_REGISTRIES)
+  --registry-mirror <url>     try this mirror before the registry: URL for Docker Hub, HOST=URL for registry HOST
+                              (repeatable, in order; also LLAMA_OCI_REGISTRY_MIRRORS, comma-separated)
   -q, --quiet                 no progress output
   --json                      print the whole result as JSON instead of the path
   -v, --verbose               trace every HTTP exchange on stderr (also LLAMA_OCI_DEBUG=1)
@@ -30,6 +32,7 @@ export async function pullCommand(argv: string[], cli: CliContext): Promise<numb
       offline: { type: "boolean" },
       verify: { type: "boolean" },
       "insecure-registry": { type: "string", multiple: true },
+      "registry-mirror": { type: "string", multiple: true },
       quiet: { type: "boolean", short: "q" },
       json: { type: "boolean" },
       verbose: { type: "boolean", short: "v" },
@@ -49,6 +52,7 @@ export async function pullCommand(argv: string[], cli: CliContext): Promise<numb
       offline: values.offline,
       verify: values.verify,
       insecureRegistries: values["insecure-registry"],
+      registryMirrors: values["registry-mirror"],
       verbose: values.verbose || undefined,
       env: cli.env,
       signal: cli.signal,

@@ -24,6 +24,7 @@ export const MODEL_OPTIONS = {
   "cache-dir": { type: "string" },
   offline: { type: "boolean" },
   "insecure-registry": { type: "string", multiple: true },
+  "registry-mirror": { type: "string", multiple: true },
   quiet: { type: "boolean", short: "q" },
   verbose: { type: "boolean", short: "v" },
   help: { type: "boolean", short: "h" },
@@ -70,6 +71,7 @@ Pulling:
   --cache-dir <dir>           cache root (default: $LLAMA_CACHE, $XDG_CACHE_HOME/llama.cpp, ~/.cache/llama.cpp)
   --offline                   resolve from the cache only, no network (also LLAMA_OCI_OFFLINE=1)
   --insecure-registry <host>  allow plain HTTP for this registry (repeatable)
+  --registry-mirror <url>     try this mirror first: URL for Docker Hub, HOST=URL for registry HOST (repeatable)
   -q, --quiet                 no progress or timing output
   -v, --verbose               HTTP traces and llama.cpp's log on stderr
   -h, --help                  show this help`;
@@ -208,6 +210,7 @@ export async function openModel(
       cacheDir: values["cache-dir"],
       offline: values.offline,
       insecureRegistries: values["insecure-registry"],
+      registryMirrors: values["registry-mirror"],
       verbose: verbose || undefined,
       env: cli.env,
       onProgress: renderer.onProgress,

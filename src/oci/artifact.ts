@@ -7,6 +7,7 @@ import {
   CNCF_MODEL_CONFIG,
   CNCF_MODEL_MANIFEST,
   CNCF_WEIGHT_GGUF,
+  CNCF_WEIGHT_CONFIG_RAW,
   CNCF_WEIGHT_RAW,
   DOCKER_CHAT_TEMPLATE,
   DOCKER_LICENSE,
@@ -86,6 +87,8 @@ function classifyLayer(type: string, path: string | undefined): ModelFileKind | 
   if (type === DOCKER_CHAT_TEMPLATE) return "chat-template";
   if (type === DOCKER_LICENSE) return "license";
   if (type === CNCF_DOC_RAW) return base !== undefined && /^licen[cs]e/.test(base) ? "license" : undefined;
+  // Docker Model Runner writes a ModelPack chat template as a weight config file; only its name says what it is.
+  if (type === CNCF_WEIGHT_CONFIG_RAW) return base?.endsWith(".jinja") ? "chat-template" : undefined;
   // In ModelPack the projector is just another weight file, told apart only by its name.
   const projectorByName = base?.includes("mmproj") ? "mmproj" : "gguf";
   if (type === CNCF_WEIGHT_RAW) return base?.endsWith(".gguf") ? projectorByName : undefined;

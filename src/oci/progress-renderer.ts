@@ -1,5 +1,5 @@
 /**
- * Shows pull progress on a terminal the way `docker pull` does: one line per layer, the block of lines redrawn in
+ * Shows pull and push progress on a terminal the way `docker pull` / `docker push` do: one line per layer, the block of lines redrawn in
  * place. Without a terminal it writes a few plain lines per layer and no escape codes at all.
  */
 import {
@@ -41,6 +41,8 @@ export interface ProgressLineInput {
   bytesPerSecond: number;
   /** Appended as " ETA 3s" when given. */
   etaSeconds?: number;
+  /** Default "Downloading"; "Pushing" for uploads. */
+  verb?: string;
 }
 
 /** `1234567890ab: Downloading [====>     ] 39.0% (39.00 MB / 100.00 MB) 20.10 MB/s` */
@@ -50,7 +52,7 @@ export function formatProgressLine(input: ProgressLineInput): string {
   const speed = `${(input.bytesPerSecond / 1e6).toFixed(2)} MB/s`;
   const eta = input.etaSeconds === undefined ? "" : ` ETA ${formatDuration(input.etaSeconds)}`;
   const sizes = `(${formatMB(Math.min(input.completed, input.size))} / ${formatMB(input.size)})`;
-  return `${shortDigest(input.digest)}: Downloading ${progressBar(fraction)} ${percent}% ${sizes} ${speed}${eta}`;
+  return `${shortDigest(input.digest)}: ${input.verb ?? "Downloading"} ${progressBar(fraction)} ${percent}% ${sizes} ${speed}${eta}`;
 }
 
 export function progressBar(fraction: number, width: number = BAR_WIDTH): string {
@@ -78,13 +80,20 @@ function clean(text: string): string {
   return text.replace(/[\u0000-\u001f\u007f-\u009f]+/g, " ").trim();
 }
 
-function resolvedLine(event: Extract<ProgressEvent, { type: "resolved" }>): string {
+function resolvedLine(event: Extract<ProgressEvent, { type: "resolved" | "push-resolved" }>): string {
   const files = event.files === 1 ? "1 file" : `${event.files} files`;
-  return `Pulling ${clean(event.reference)} (${files}, ${formatMB(event.totalBytes)})`;
+  const verb = event.type === "push-resolved" ? "Pushing" : "Pulling";
+  return `${verb} ${clean(event.reference)} (${files}, ${formatMB(event.totalBytes)})`;
 }
 
 function doneText(fromCache: boolean): string {
   return fromCache ? "Already exists" : "Download complete";
+}
+
+function pushedText(event: Extract<ProgressEvent, { type: "layer-pushed" }>): string {
+  if (event.outcome === "exists") return "Layer already exists";
+  if (event.outcome === "mounted") return `Mounted from ${clean(event.from ?? "another repository")}`;
+  return "Pushed";
 }
 
 function createPlainRenderer(stream: RendererOptions["stream"]): ProgressRenderer {
@@ -94,6 +103,7 @@ function createPlainRenderer(stream: RendererOptions["stream"]): ProgressRendere
     if (closed) return;
     switch (event.type) {
       case "resolved":
+      case "push-resolved":
         line(resolvedLine(event));
         break;
       case "layer-start": {
@@ -106,7 +116,11 @@ function createPlainRenderer(stream: RendererOptions["stream"]): ProgressRendere
         );
         break;
       }
+      case "layer-push-start":
+        line(`${shortDigest(event.digest)}: Pushing ${clean(event.filename)} (${formatMB(event.size)})`);
+        break;
       case "layer-progress":
+      case "layer-push-progress":
         break;
       case "layer-retry":
         line(`${shortDigest(event.digest)}: ${formatRetry(event)}`);
@@ -116,6 +130,9 @@ function createPlainRenderer(stream: RendererOptions["stream"]): ProgressRendere
         break;
       case "layer-done":
         line(`${shortDigest(event.digest)}: ${doneText(event.fromCache)}`);
+        break;
+      case "layer-pushed":
+        line(`${shortDigest(event.digest)}: ${pushedText(event)}`);
         break;
       case "warning":
         line(`warning: ${clean(event.message)}`);
@@ -132,7 +149,9 @@ interface LayerState {
   size: number;
   completed: number;
   status: LayerStatus;
-  fromCache: boolean;
+  /** "Downloading" or "Pushing", shown with the bar. */
+  verb: string;
+  doneText: string;
   retryText: string;
   meter: SpeedMeter;
 }
@@ -172,7 +191,7 @@ function createTerminalRenderer(options: RendererOptions, color: boolean): Progr
       case "verifying":
         return paint(`${short}: Verifying`, undefined);
       case "done":
-        return paint(`${short}: ${doneText(layer.fromCache)}`, GREEN);
+        return paint(`${short}: ${layer.doneText}`, GREEN);
       case "downloading": {
         const at = now();
         const bytesPerSecond = layer.meter.bytesPerSecond(at);
@@ -220,44 +239,68 @@ function createTerminalRenderer(options: RendererOptions, color: boolean): Progr
   const layerFor = (digest: string, size: number): LayerState => {
     let layer = layers.get(digest);
     if (layer === undefined) {
-      layer = { digest, size, completed: 0, status: "waiting", fromCache: false, retryText: "", meter: new SpeedMeter() };
+      layer = { digest, size, completed: 0, status: "waiting", verb: "Downloading", doneText: "", retryText: "", meter: new SpeedMeter() };
       layers.set(digest, layer);
     }
     if (!block.includes(layer)) block.push(layer);
     return layer;
   };
 
+  const startTransfer = (digest: string, size: number, completed: number, verb: string): LayerState => {
+    const layer = layerFor(digest, size);
+    layer.size = size;
+    layer.completed = completed;
+    layer.status = "downloading";
+    layer.verb = verb;
+    layer.meter = new SpeedMeter();
+    layer.meter.add(0, now());
+    return layer;
+  };
+
+  const advance = (digest: string, size: number, completed: number, verb: string): void => {
+    const layer = layerFor(digest, size);
+    const wasDownloading = layer.status === "downloading";
+    if (!wasDownloading) {
+      layer.meter = new SpeedMeter();
+      layer.meter.add(0, now());
+      layer.status = "downloading";
+    } else if (completed > layer.completed) {
+      layer.meter.add(completed - layer.completed, now());
+    }
+    layer.verb = verb;
+    layer.size = size;
+    layer.completed = completed;
+    return wasDownloading ? drawSoon() : draw();
+  };
+
+  const finish = (digest: string, size: number, text: string): void => {
+    const layer = layerFor(digest, size);
+    layer.status = "done";
+    layer.doneText = text;
+    layer.completed = size;
+    return draw();
+  };
+
   const onProgress: ProgressListener = (event) => {
     if (closed) return;
     switch (event.type) {
       case "resolved":
+      case "push-resolved":
         return draw([resolvedLine(event)]);
       case "warning":
         return draw([paint(`warning: ${clean(event.message)}`, YELLOW)]);
       case "layer-start": {
-        const layer = layerFor(event.digest, event.size);
-        layer.size = event.size;
-        layer.completed = event.resumeFrom;
-        layer.status = "downloading";
-        layer.meter = new SpeedMeter();
-        layer.meter.add(0, now());
+        startTransfer(event.digest, event.size, event.resumeFrom, "Downloading");
         const short = shortDigest(event.digest);
         return draw(event.resumeFrom > 0 ? [`${short}: Resuming download from ${formatMB(event.resumeFrom)}`] : []);
       }
-      case "layer-progress": {
-        const layer = layerFor(event.digest, event.size);
-        const wasDownloading = layer.status === "downloading";
-        if (!wasDownloading) {
-          layer.meter = new SpeedMeter();
-          layer.meter.add(0, now());
-          layer.status = "downloading";
-        } else if (event.completed > layer.completed) {
-          layer.meter.add(event.completed - layer.completed, now());
-        }
-        layer.size = event.size;
-        layer.completed = event.completed;
-        return wasDownloading ? drawSoon() : draw();
-      }
+      case "layer-push-start":
+        startTransfer(event.digest, event.size, 0, "Pushing");
+        return draw();
+      case "layer-progress":
+        return advance(event.digest, event.size, event.completed, "Downloading");
+      case "layer-push-progress":
+        return advance(event.digest, event.size, event.completed, "Pushing");
       case "layer-retry": {
         const layer = layerFor(event.digest, 0);
         layer.status = "retrying";
@@ -269,13 +312,10 @@ function createTerminalRenderer(options: RendererOptions, color: boolean): Progr
         layer.status = "verifying";
         return draw();
       }
-      case "layer-done": {
-        const layer = layerFor(event.digest, event.size);
-        layer.status = "done";
-        layer.fromCache = event.fromCache;
-        layer.completed = event.size;
-        return draw();
-      }
+      case "layer-done":
+        return finish(event.digest, event.size, doneText(event.fromCache));
+      case "layer-pushed":
+        return finish(event.digest, event.size, pushedText(event));
     }
   };
 

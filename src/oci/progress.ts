@@ -1,6 +1,6 @@
 /**
- * Typed progress events emitted while pulling a model, plus the small helpers (short digests, MB formatting,
- * a sliding-window speed meter) that every way of showing them needs.
+ * Typed progress events emitted while pulling or pushing a model, plus the small helpers (short digests, MB
+ * formatting, a sliding-window speed meter) that every way of showing them needs.
  */
 export type ProgressEvent =
   | { type: "resolved"; reference: string; digest: string; files: number; totalBytes: number }
@@ -11,7 +11,16 @@ export type ProgressEvent =
   | { type: "layer-retry"; digest: string; attempt: number; maxAttempts: number; delayMs: number; reason: string }
   | { type: "layer-done"; digest: string; size: number; fromCache: boolean }
   | { type: "verifying"; digest: string; size: number }
-  | { type: "warning"; message: string };
+  | { type: "warning"; message: string }
+  /** Push: the model about to be uploaded: manifest digest, and its files and their bytes (as for pulls, no config). */
+  | { type: "push-resolved"; reference: string; digest: string; files: number; totalBytes: number }
+  /** Push: the upload of a blob the registry does not have begins. */
+  | { type: "layer-push-start"; digest: string; size: number; filename: string }
+  | { type: "layer-push-progress"; digest: string; size: number; completed: number }
+  /** Push: the registry has the blob, uploaded now, found there (HEAD), or mounted from another repository. */
+  | { type: "layer-pushed"; digest: string; size: number; outcome: PushOutcome; from?: string };
+
+export type PushOutcome = "pushed" | "exists" | "mounted";
 
 export type ProgressListener = (event: ProgressEvent) => void;
 

@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import { createReadStream } from "node:fs";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
-import { LlamaOciError } from "../errors.js";
+import { isAbort, LlamaOciError } from "../errors.js";
 import { createLogger, isTruthy, type Logger } from "../log.js";
 import { modelFiles, type ArtifactFormat, type ModelFileKind } from "./artifact.js";
 import { defaultCacheDir } from "./cache-dir.js";
@@ -17,12 +17,13 @@ import { downloadBlob, type RetryPolicy } from "./download.js";
 import { parseManifest, selectManifestFromIndex, type ImageManifest } from "./manifest.js";
 import { fetchManifest, headManifest, type FetchedManifest } from "./manifest-fetch.js";
 import { parseInsecureList } from "./plain-http.js";
+import { configuredMirrors, pullEndpoints, type PullEndpoint } from "./mirrors.js";
 import { runPool } from "./pool.js";
 import type { ProgressListener } from "./progress.js";
 import { formatReference, parseReference, type Reference } from "./reference.js";
 import { RegistryClient } from "./registry-client.js";
-import { Store, type ModelRecord, type StoredFile } from "./store.js";
-import { Transport } from "./transport.js";
+import { Store, type ModelRecord, type StoredFile, type TagRecord } from "./store.js";
+import { describeNetworkError, Transport } from "./transport.js";
 
 export interface PullOptions {
   /** Cache root; default LLAMA_CACHE, else $XDG_CACHE_HOME/llama.cpp, else ~/.cache/llama.cpp. */
@@ -33,6 +34,12 @@ export interface PullOptions {
   verify?: boolean;
   /** Registries (host[:port]) that may be reached over plain HTTP; loopback ones always may. */
   insecureRegistries?: string[];
+  /**
+   * Registry mirrors, tried in order before the registry itself: "https://mirror.example.com" mirrors Docker Hub,
+   * "registry.example.com=http://127.0.0.1:5001" mirrors that registry. Added to LLAMA_OCI_REGISTRY_MIRRORS
+   * (comma-separated, same forms). A failing mirror is warned about and skipped.
+   */
+  registryMirrors?: string[];
   /** Credentials for this registry, used instead of the Docker / podman configuration. */
   credentials?: ExplicitCredentials;
   onProgress?: ProgressListener;
@@ -84,6 +91,8 @@ export interface PullResult {
   chatTemplatePath?: string;
   /** Blob bytes transferred over the network by this pull. */
   bytesTransferred: number;
+  /** The registry mirror (its URL) that served the manifest; absent when the registry itself or the cache did. */
+  mirror?: string;
 }
 
 interface PullContext {
@@ -140,22 +149,6 @@ async function cachedManifestDigest(ctx: PullContext): Promise<string | undefine
 async function pullOnline(ctx: PullContext, transport: Transport): Promise<PullResult> {
   const { ref, store, logger, options } = ctx;
   const env = options.env ?? process.env;
-  const credential = await resolveCredentials(ref.registry, {
-    env,
-    logger,
-    explicit: options.credentials,
-    helperTimeoutMs: options.credentialHelperTimeoutMs,
-    signal: options.signal,
-  });
-  logger.debug(`credentials for ${ref.registry}: ${describeCredential(credential)}`);
-  const client = new RegistryClient({
-    registry: ref.registry,
-    apiHost: ref.apiHost,
-    credential,
-    transport,
-    logger,
-    insecureRegistries: [...(options.insecureRegistries ?? []), ...parseInsecureList(env.LLAMA_OCI_INSECURE_REGISTRIES)],
-  });
 
   // A cached digest reference needs no network; a cached tag needs one HEAD to know it is current.
   if (ref.digest && !options.verify) {
@@ -163,39 +156,44 @@ async function pullOnline(ctx: PullContext, transport: Transport): Promise<PullR
     const cached = manifestDigest ? await cachedResult(ctx, manifestDigest) : undefined;
     if (cached) return cached;
   }
-  const cachedTag = ref.tag ? await store.readTag(ref.registry, ref.repository, ref.tag) : undefined;
-  let top: FetchedManifest;
-  try {
-    if (cachedTag) {
-      const head = await headManifest(client, ref.repository, ref.tag!, options.signal);
-      if (head?.digest === cachedTag.digest) {
-        const cached = options.verify ? undefined : await cachedResult(ctx, cachedTag.manifestDigest);
-        if (cached) return cached;
-      }
-    }
-    top = await fetchManifest(client, ref.repository, ref.digest ?? ref.tag!, ctx.canonical, options.signal);
-  } catch (error) {
-    if (cachedTag && error instanceof LlamaOciError && error.code === "NETWORK") {
-      const cached = await cachedResult(ctx, cachedTag.manifestDigest);
-      if (cached) {
-        logger.warn(`${ref.registry} is unreachable (${error.message}); using the cached copy of ${ctx.canonical}`);
-        return cached;
-      }
-    }
-    throw error;
-  }
 
-  let model = top;
-  if (top.parsed.kind === "index") {
-    await store.writeManifest(top.digest, top.body);
-    const child = selectManifestFromIndex(top.parsed.index);
-    logger.debug(`index ${top.digest}: using manifest ${child.digest}`);
-    model = await fetchManifest(client, ref.repository, child.digest, `${ctx.canonical} (manifest ${child.digest})`, options.signal);
+  // Mirrors first, the registry itself last; one client (and one credential lookup) per endpoint, made when needed.
+  const endpoints = pullEndpoints(ref, configuredMirrors(options.registryMirrors, env));
+  const origin = endpoints[endpoints.length - 1]!;
+  const clients = new Map<PullEndpoint, Promise<RegistryClient>>();
+  const clientFor = (endpoint: PullEndpoint): Promise<RegistryClient> => {
+    let client = clients.get(endpoint);
+    if (!client) clients.set(endpoint, (client = openClient(ctx, transport, endpoint)));
+    return client;
+  };
+
+  const cachedTag = ref.tag ? await store.readTag(ref.registry, ref.repository, ref.tag) : undefined;
+  let served: ({ endpoint: PullEndpoint } & ResolvedManifests) | undefined;
+  for (const [i, endpoint] of endpoints.entries()) {
+    try {
+      const resolved = await resolveManifests(ctx, await clientFor(endpoint), endpoint, cachedTag);
+      if ("cached" in resolved) return resolved.cached;
+      served = { endpoint, ...resolved };
+      break;
+    } catch (error) {
+      if (endpoint.kind === "mirror" && !isAbort(error) && !options.signal?.aborted) {
+        logger.warn(`registry mirror ${endpoint.label} failed for ${ctx.canonical} (${errorText(error)}); trying ${describeEndpoint(endpoints[i + 1]!)}`);
+        continue;
+      }
+      if (cachedTag && error instanceof LlamaOciError && error.code === "NETWORK") {
+        const cached = await cachedResult(ctx, cachedTag.manifestDigest);
+        if (cached) {
+          logger.warn(`${ref.registry} is unreachable (${error.message}); using the cached copy of ${ctx.canonical}`);
+          return cached;
+        }
+      }
+      throw error;
+    }
   }
-  if (model.parsed.kind !== "manifest") {
-    throw new LlamaOciError("UNSUPPORTED_ARTIFACT", `${ctx.canonical}: an index inside an index is not a model artifact`);
-  }
-  const manifest = model.parsed.manifest;
+  if (!served) throw new LlamaOciError("REGISTRY", `${ctx.canonical}: no registry endpoint to pull from`);
+  const { top, model, manifest } = served;
+  logger.debug(`${ctx.canonical}: manifest ${model.digest} from ${describeEndpoint(served.endpoint)}`);
+
   const { format, files } = modelFiles(manifest);
   const stored: StoredFile[] = files.map((f) => ({
     kind: f.kind,
@@ -209,11 +207,13 @@ async function pullOnline(ctx: PullContext, transport: Transport): Promise<PullR
 
   if (options.verify) await reverifyBlobs(ctx, [...stored, configFile(manifest)]);
   const blobs = [configFile(manifest), ...stored];
-  const transfers = await runPool(blobs, options.concurrency ?? 4, (file) =>
+  // Blobs come from the endpoint that served the manifest; a mirror that fails mid-way hands the rest to the origin.
+  let blobEndpoint = served.endpoint;
+  const download = async (file: StoredFile, endpoint: PullEndpoint) =>
     downloadBlob({
-      client,
+      client: await clientFor(endpoint),
       store,
-      repository: ref.repository,
+      repository: endpoint.repository,
       digest: file.digest,
       size: file.size,
       filename: file.filename,
@@ -222,8 +222,20 @@ async function pullOnline(ctx: PullContext, transport: Transport): Promise<PullR
       signal: options.signal,
       retry: options.retry,
       stallTimeoutMs: options.stallTimeoutMs,
-    }),
-  );
+    });
+  const transfers = await runPool(blobs, options.concurrency ?? 4, async (file) => {
+    const endpoint = blobEndpoint;
+    try {
+      return await download(file, endpoint);
+    } catch (error) {
+      if (endpoint.kind === "origin" || isAbort(error) || options.signal?.aborted) throw error;
+      if (blobEndpoint === endpoint) {
+        blobEndpoint = origin;
+        logger.warn(`registry mirror ${endpoint.label} failed downloading ${file.filename} of ${ctx.canonical} (${errorText(error)}); downloading the rest from ${origin.label}`);
+      }
+      return download(file, origin);
+    }
+  });
 
   await store.writeManifest(model.digest, model.body);
   const record: ModelRecord = {
@@ -245,7 +257,78 @@ async function pullOnline(ctx: PullContext, transport: Transport): Promise<PullR
     });
   }
   const bytesTransferred = transfers.reduce((sum, t) => sum + t.bytesTransferred, 0);
-  return buildResult(ctx, record, modelDir, bytesTransferred === 0 && transfers.every((t) => t.fromCache), bytesTransferred);
+  const result = buildResult(ctx, record, modelDir, bytesTransferred === 0 && transfers.every((t) => t.fromCache), bytesTransferred);
+  return served.endpoint.kind === "mirror" ? { ...result, mirror: served.endpoint.label } : result;
+}
+
+interface ResolvedManifests {
+  /** What the reference names: the model manifest, or an index holding it. */
+  top: FetchedManifest;
+  model: FetchedManifest;
+  manifest: ImageManifest;
+}
+
+/** A client for one endpoint, with the credentials of that endpoint's own host (explicit ones go to the origin only). */
+async function openClient(ctx: PullContext, transport: Transport, endpoint: PullEndpoint): Promise<RegistryClient> {
+  const { logger, options } = ctx;
+  const env = options.env ?? process.env;
+  const credential = await resolveCredentials(endpoint.registry, {
+    env,
+    logger,
+    explicit: endpoint.kind === "origin" ? options.credentials : undefined,
+    helperTimeoutMs: options.credentialHelperTimeoutMs,
+    signal: options.signal,
+  });
+  logger.debug(`credentials for ${endpoint.registry}: ${describeCredential(credential)}`);
+  return new RegistryClient({
+    registry: endpoint.registry,
+    apiHost: endpoint.apiHost,
+    scheme: endpoint.scheme,
+    credential,
+    transport,
+    logger,
+    insecureRegistries: [...(options.insecureRegistries ?? []), ...parseInsecureList(env.LLAMA_OCI_INSECURE_REGISTRIES)],
+  });
+}
+
+/**
+ * The reference's manifest (and, for an index, the model manifest in it) from one endpoint; or the cached result
+ * when a HEAD shows the cached tag is still current.
+ */
+async function resolveManifests(
+  ctx: PullContext,
+  client: RegistryClient,
+  endpoint: PullEndpoint,
+  cachedTag: TagRecord | undefined,
+): Promise<{ cached: PullResult } | ResolvedManifests> {
+  const { ref, store, logger, options } = ctx;
+  if (cachedTag) {
+    const head = await headManifest(client, endpoint.repository, ref.tag!, options.signal);
+    if (head?.digest === cachedTag.digest) {
+      const cached = options.verify ? undefined : await cachedResult(ctx, cachedTag.manifestDigest);
+      if (cached) return { cached };
+    }
+  }
+  const top = await fetchManifest(client, endpoint.repository, ref.digest ?? ref.tag!, ctx.canonical, options.signal);
+  let model = top;
+  if (top.parsed.kind === "index") {
+    await store.writeManifest(top.digest, top.body);
+    const child = selectManifestFromIndex(top.parsed.index);
+    logger.debug(`index ${top.digest}: using manifest ${child.digest}`);
+    model = await fetchManifest(client, endpoint.repository, child.digest, `${ctx.canonical} (manifest ${child.digest})`, options.signal);
+  }
+  if (model.parsed.kind !== "manifest") {
+    throw new LlamaOciError("UNSUPPORTED_ARTIFACT", `${ctx.canonical}: an index inside an index is not a model artifact`);
+  }
+  return { top, model, manifest: model.parsed.manifest };
+}
+
+function describeEndpoint(endpoint: PullEndpoint): string {
+  return endpoint.kind === "mirror" ? `mirror ${endpoint.label}` : `the registry ${endpoint.label}`;
+}
+
+function errorText(error: unknown): string {
+  return error instanceof LlamaOciError ? error.message : describeNetworkError(error);
 }
 
 function configFile(manifest: ImageManifest): StoredFile {

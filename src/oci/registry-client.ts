@@ -25,6 +25,11 @@ export interface RegistryClientOptions {
   logger: Logger;
   /** Extra hosts that may be reached over plain HTTP. */
   insecureRegistries?: readonly string[];
+  /**
+   * Use only this scheme (a mirror's URL decides it, and http:// is then allowed explicitly). Default: https,
+   * then plain http where the registry is loopback or listed as insecure.
+   */
+  scheme?: "https" | "http";
 }
 
 export interface RegistryRequest extends HttpRequest {
@@ -45,6 +50,7 @@ export class RegistryClient {
   private readonly transport: Transport;
   private readonly logger: Logger;
   private readonly plainHttpAllowed: boolean;
+  private readonly schemes: readonly string[];
   private readonly tokens: TokenSource;
   private origin?: string;
   private challenge?: Challenge | null;
@@ -56,7 +62,8 @@ export class RegistryClient {
     this.credential = options.credential;
     this.transport = options.transport;
     this.logger = options.logger;
-    this.plainHttpAllowed = allowsPlainHttp(options.apiHost, options.insecureRegistries ?? []);
+    this.plainHttpAllowed = options.scheme ? options.scheme === "http" : allowsPlainHttp(options.apiHost, options.insecureRegistries ?? []);
+    this.schemes = options.scheme ? [options.scheme] : this.plainHttpAllowed ? ["https", "http"] : ["https"];
     this.tokens = new TokenSource(this.transport, this.credential, this.registry, () => this.origin?.startsWith("http:") ?? false);
   }
 
@@ -74,9 +81,8 @@ export class RegistryClient {
   }
 
   private async doPing(signal?: AbortSignal): Promise<void> {
-    const schemes = this.plainHttpAllowed ? ["https", "http"] : ["https"];
     let lastError: unknown;
-    for (const scheme of schemes) {
+    for (const scheme of this.schemes) {
       const origin = `${scheme}://${this.apiHost}`;
       let response: HttpResponse;
       try {

@@ -1,0 +1,59 @@
+/** `llama-oci inspect <ref>`: manifest, config and GGUF header facts on stdout, as text or --json. */
+import { parseArgs } from "node:util";
+import { inspectModel } from "../oci/inspect.js";
+import { formatInspect } from "./inspect-format.js";
+import { UsageError } from "./output.js";
+import type { CliContext } from "./context.js";
+
+export const INSPECT_USAGE = `Usage: llama-oci inspect <reference> [options]
+
+Show a model's manifest, config and GGUF header (architecture, parameters, quantization, context length,
+chat template, tensors, shards). A cached model is read from the cache, with no network; otherwise only the
+GGUF header is read from the registry (HTTP Range requests), never the whole file.
+
+  <reference>                 [registry/]repository[:tag|@digest]; a bare name means docker.io/ai/<name>
+
+Options:
+  --remote                    ask the registry even when the model is cached
+  --json                      print the whole result as JSON (the full chat template and GGUF metadata)
+  --cache-dir <dir>           cache root (default: $LLAMA_CACHE, $XDG_CACHE_HOME/llama.cpp, ~/.cache/llama.cpp)
+  --offline                   use the cache only, no network (also LLAMA_OCI_OFFLINE=1)
+  --insecure-registry <host>  allow plain HTTP for this registry (repeatable; also LLAMA_OCI_INSECURE_REGISTRIES)
+  -v, --verbose               trace every HTTP exchange on stderr (also LLAMA_OCI_DEBUG=1)
+  -h, --help                  show this help`;
+
+export async function inspectCommand(argv: string[], cli: CliContext): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      remote: { type: "boolean" },
+      json: { type: "boolean" },
+      "cache-dir": { type: "string" },
+      offline: { type: "boolean" },
+      "insecure-registry": { type: "string", multiple: true },
+      verbose: { type: "boolean", short: "v" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    cli.stdout.write(`${INSPECT_USAGE}\n`);
+    return 0;
+  }
+  if (positionals.length !== 1) throw new UsageError(`inspect takes exactly one reference (got ${positionals.length})`);
+  if (values.remote && values.offline) throw new UsageError("--remote and --offline exclude each other");
+
+  const result = await inspectModel(positionals[0]!, {
+    remote: values.remote,
+    cacheDir: values["cache-dir"],
+    offline: values.offline,
+    insecureRegistries: values["insecure-registry"],
+    verbose: values.verbose || undefined,
+    env: cli.env,
+    signal: cli.signal,
+    onWarning: (message) => cli.stderr.write(`warning: ${message}\n`),
+    onDebug: (message) => cli.stderr.write(`debug: ${message}\n`),
+  });
+  cli.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : formatInspect(result));
+  return 0;
+}

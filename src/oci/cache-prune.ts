@@ -1,0 +1,169 @@
+/**
+ * pruneCache(): `llama-oci prune`. Deletes what no tag reaches (model folders and records, manifests, blobs),
+ * partial downloads untouched for a week (they would resume otherwise) and locks left by processes that died.
+ * A dry run measures and lists exactly what a real run would delete.
+ */
+import { readFile } from "node:fs/promises";
+import { hostname } from "node:os";
+import { collectReferences, openStore, type CacheOptions } from "./catalog.js";
+import { FreedSpace } from "./freed-space.js";
+import type { BlobFileEntry, Store } from "./store.js";
+
+export const DEFAULT_PARTIAL_MAX_AGE_MS = 7 * 24 * 60 * 60 * 1000;
+
+export interface PruneOptions extends CacheOptions {
+  /** List what would be deleted, delete nothing. */
+  dryRun?: boolean;
+  /** Partial downloads untouched (mtime) for at least this long are deleted; default 7 days. */
+  olderThanMs?: number;
+}
+
+export type PrunedKind = "model" | "manifest" | "blob" | "lock" | "partial";
+
+export interface PrunedItem {
+  kind: PrunedKind;
+  digest: string;
+  /** Disk space deleting it gives back: 0 for a model folder of hard links, whose bytes count with the blobs. */
+  size: number;
+}
+
+export interface PruneResult {
+  dryRun: boolean;
+  /** In deletion order: models, manifests, blobs, stale locks, partial downloads. */
+  items: PrunedItem[];
+  freedBytes: number;
+  /** Unused blobs newer than olderThanMs left in place because a pull is running and may be about to use them. */
+  kept: string[];
+}
+
+interface Planned extends PrunedItem {
+  paths: string[];
+}
+
+export async function pruneCache(options: PruneOptions = {}): Promise<PruneResult> {
+  const store = openStore(options);
+  const dryRun = options.dryRun ?? false;
+  const { planned, kept } = await plan(store, options.olderThanMs ?? DEFAULT_PARTIAL_MAX_AGE_MS);
+  const freed = new FreedSpace();
+  for (const item of planned) item.size = await freed.measure(item.paths);
+  const items = dryRun ? planned : await execute(store, planned);
+  return {
+    dryRun,
+    items: items.map(({ kind, digest, size }) => ({ kind, digest, size })),
+    freedBytes: items.reduce((sum, item) => sum + item.size, 0),
+    kept,
+  };
+}
+
+async function plan(store: Store, maxAgeMs: number): Promise<{ planned: Planned[]; kept: string[] }> {
+  const now = Date.now();
+  const inUse = await collectReferences(store);
+  const planned: Planned[] = [];
+  const add = (kind: PrunedKind, digest: string, paths: string[]) => planned.push({ kind, digest, size: 0, paths });
+
+  for (const model of sortByDigest(await store.listModels())) {
+    if (inUse.models.has(model.manifestDigest)) continue;
+    add("model", model.manifestDigest, [store.modelDir(model.manifestDigest), `${store.modelDir(model.manifestDigest)}.json`]);
+  }
+  for (const digest of (await store.listManifests()).sort()) {
+    if (!inUse.manifests.has(digest)) add("manifest", digest, [store.manifestPath(digest)]);
+  }
+
+  const files = sortByDigest(await store.listBlobFiles());
+  const locks = files.filter((f) => f.kind === "lock");
+  const live = new Set<string>();
+  for (const lock of locks) if (await lockIsLive(lock, now)) live.add(lock.digest);
+  const kept: string[] = [];
+  for (const blob of files.filter((f) => f.kind === "blob")) {
+    if (inUse.blobs.has(blob.digest)) continue;
+    // A running pull may have fetched this blob moments ago for a model it has not recorded yet.
+    if (live.size > 0 && now - blob.mtimeMs < maxAgeMs) kept.push(blob.digest);
+    else add("blob", blob.digest, [blob.path]);
+  }
+  for (const lock of locks) if (!live.has(lock.digest)) add("lock", lock.digest, [lock.path]);
+  const partials = new Map<string, BlobFileEntry[]>();
+  for (const file of files) {
+    if (file.kind !== "partial" && file.kind !== "partial-digest") continue;
+    partials.set(file.digest, [...(partials.get(file.digest) ?? []), file]);
+  }
+  for (const [digest, parts] of partials) {
+    if (live.has(digest)) continue;
+    const touched = Math.max(...parts.map((p) => p.mtimeMs));
+    if (now - touched >= maxAgeMs) add("partial", digest, parts.map((p) => p.path));
+  }
+  return { planned, kept };
+}
+
+/** Deletes the planned items that are still unused, each blob under its lock; returns those deleted. */
+async function execute(store: Store, planned: Planned[]): Promise<Planned[]> {
+  const inUse = await collectReferences(store);
+  const done: Planned[] = [];
+  for (const item of planned) {
+    switch (item.kind) {
+      case "model":
+        if (inUse.models.has(item.digest)) continue;
+        await store.removeModel(item.digest);
+        break;
+      case "manifest":
+        if (inUse.manifests.has(item.digest)) continue;
+        await store.removeManifest(item.digest);
+        break;
+      case "blob":
+        if (inUse.blobs.has(item.digest)) continue;
+        if (!(await underBlobLock(store, item.digest, () => store.removeBlob(item.digest)))) continue;
+        break;
+      case "lock":
+        // Taking an abandoned lock over and releasing it removes the file; a live owner makes this a no-op.
+        if (!(await underBlobLock(store, item.digest, async () => {}))) continue;
+        break;
+      case "partial":
+        if (!(await underBlobLock(store, item.digest, () => store.discardPartial(item.digest)))) continue;
+        break;
+    }
+    done.push(item);
+  }
+  return done;
+}
+
+async function underBlobLock(store: Store, digest: string, action: () => Promise<void>): Promise<boolean> {
+  const lock = await store.tryLockBlob(digest);
+  if (!lock) return false;
+  try {
+    await action();
+    return true;
+  } finally {
+    await lock.release();
+  }
+}
+
+const HOST = hostname();
+/** lock.ts's rules: a live owner refreshes its lock every 10 s, and a lock older than 30 s is taken over. */
+const LOCK_STALE_MS = 30_000;
+const UNREADABLE_LOCK_STALE_MS = 5_000;
+
+async function lockIsLive(lock: BlobFileEntry, now: number): Promise<boolean> {
+  const content = await readFile(lock.path, "utf8").catch(() => undefined);
+  if (content === undefined) return false;
+  let owner: { pid?: unknown; host?: unknown };
+  try {
+    owner = JSON.parse(content) as typeof owner;
+  } catch {
+    return now - lock.mtimeMs <= UNREADABLE_LOCK_STALE_MS;
+  }
+  if (owner.host === HOST && typeof owner.pid === "number" && !processAlive(owner.pid)) return false;
+  return now - lock.mtimeMs <= LOCK_STALE_MS;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+function sortByDigest<T extends { digest?: string; manifestDigest?: string }>(items: T[]): T[] {
+  const key = (item: T) => item.digest ?? item.manifestDigest ?? "";
+  return items.sort((a, b) => key(a).localeCompare(key(b)));
+}

@@ -1,0 +1,422 @@
+/**
+ * inspectModel(): what a model reference holds, without pulling it: the manifest, the config blob and the GGUF
+ * header facts of the weights. A cached model is read from the cache with no network at all; otherwise (or with
+ * `remote`) the manifest and config come from the registry and only the GGUF header bytes are fetched, with Range
+ * requests. Nothing is written to the cache.
+ */
+import { createHash } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { LlamaOciError } from "../errors.js";
+import { createLogger, isTruthy, type Logger } from "../log.js";
+import { ggufFacts, SHOWN_ARRAY_ITEMS, type GgufFacts } from "../gguf/facts.js";
+import { readGgufHeader } from "../gguf/reader.js";
+import type { GgufHeader } from "../gguf/types.js";
+import { modelFiles, type ArtifactFormat, type ModelFile, type ModelFileKind } from "./artifact.js";
+import { defaultCacheDir } from "./cache-dir.js";
+import { entryReference, modelId, resolveLocal, type LocalTarget } from "./catalog.js";
+import { describeCredential, resolveCredentials, type ExplicitCredentials } from "./credentials.js";
+import { parseDigest } from "./digest.js";
+import { parseManifest, selectManifestFromIndex, type Descriptor, type ImageManifest } from "./manifest.js";
+import { fetchManifest } from "./manifest-fetch.js";
+import { parseInsecureList } from "./plain-http.js";
+import { formatReference, parseReference, type Reference } from "./reference.js";
+import { RegistryClient } from "./registry-client.js";
+import { readRemoteGgufHeader } from "./remote-gguf.js";
+import { Store } from "./store.js";
+import { Transport } from "./transport.js";
+
+export interface InspectOptions {
+  /** Cache root; default LLAMA_CACHE, else $XDG_CACHE_HOME/llama.cpp, else ~/.cache/llama.cpp. */
+  cacheDir?: string;
+  /** Ask the registry even when the model is cached. */
+  remote?: boolean;
+  /** Never use the network (also LLAMA_OCI_OFFLINE=1): a model that is not cached is an error. */
+  offline?: boolean;
+  /** Registries (host[:port]) that may be reached over plain HTTP; loopback ones always may. */
+  insecureRegistries?: string[];
+  /** Credentials for this registry, used instead of the Docker / podman configuration. */
+  credentials?: ExplicitCredentials;
+  signal?: AbortSignal;
+  /** Trace every HTTP exchange (also LLAMA_OCI_DEBUG=1). */
+  verbose?: boolean;
+  onWarning?: (message: string) => void;
+  onDebug?: (message: string) => void;
+  /** Environment to read configuration from; default process.env. */
+  env?: NodeJS.ProcessEnv;
+  /** How long a docker-credential helper may take (default 10 s). */
+  credentialHelperTimeoutMs?: number;
+}
+
+export interface InspectLayer {
+  mediaType: string;
+  digest: string;
+  size: number;
+  /** What llama-oci does with the layer; absent for layers it does not use (safetensors, tokenizer files...). */
+  kind?: ModelFileKind;
+  /** The file name the layer gets in the model folder. */
+  filename?: string;
+  shard?: { index: number; count: number };
+  annotations?: Record<string, string>;
+}
+
+/** The fields of a model config users look at, from Docker's `config` object or ModelPack's `descriptor`/`config`. */
+export interface ConfigSummary {
+  format?: string;
+  architecture?: string;
+  parameters?: string;
+  quantization?: string;
+  size?: string;
+  contextSize?: number;
+  name?: string;
+  family?: string;
+  created?: string;
+  /** Docker configs: the GGUF metadata (as strings) the packager copied into the config. */
+  gguf?: Record<string, string>;
+}
+
+export interface InspectConfig {
+  mediaType: string;
+  digest: string;
+  size: number;
+  /** The config blob as JSON; absent when it is not JSON. */
+  content?: unknown;
+  summary: ConfigSummary;
+}
+
+export interface InspectResult {
+  /** Canonical reference, e.g. "docker.io/ai/smollm2:135M-Q4_0". */
+  reference: string;
+  /** The first 12 hex digits of the manifest digest, as `ls` shows. */
+  id: string;
+  /** Digest of the model manifest. */
+  digest: string;
+  /** When the reference named an image index: its digest (the model manifest was chosen from it). */
+  indexDigest?: string;
+  /** Where the facts came from. */
+  source: "cache" | "registry";
+  format: ArtifactFormat;
+  manifest: {
+    mediaType: string;
+    artifactType?: string;
+    annotations?: Record<string, string>;
+    /** The manifest exactly as stored, parsed. */
+    content: unknown;
+  };
+  layers: InspectLayer[];
+  /** Bytes of all layers. */
+  size: number;
+  config: InspectConfig;
+  /** Facts from the GGUF header of the weights (all shards). */
+  gguf: GgufFacts;
+  /** Blob bytes fetched from the registry: the config and the GGUF header ranges (0 from the cache). */
+  bytesTransferred: number;
+  /** When a cached model was last downloaded or verified. */
+  pulledAt?: string;
+}
+
+/** Cap on a config blob: real ones are a few KiB, with the GGUF metadata copied in. */
+const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
+
+interface InspectContext {
+  ref: Reference;
+  canonical: string;
+  logger: Logger;
+  options: InspectOptions;
+}
+
+/**
+ * Inspects a model by reference, or a cached model by its ID (the 12 or more hex digits `ls` shows). The cache
+ * answers when it holds the model, unless `remote` is set; the registry otherwise.
+ */
+export async function inspectModel(reference: string, options: InspectOptions = {}): Promise<InspectResult> {
+  const env = options.env ?? process.env;
+  const logger = createLogger({ verbose: options.verbose, onWarning: options.onWarning, onDebug: options.onDebug, env });
+  const store = new Store(options.cacheDir ?? defaultCacheDir(env));
+  const offline = options.offline ?? isTruthy(env.LLAMA_OCI_OFFLINE);
+  if (!options.remote || offline) {
+    const cached = await inspectCached(store, reference, logger);
+    if (cached) return cached;
+    if (offline) {
+      throw new LlamaOciError("OFFLINE", `${describeInput(reference)} is not in the cache (${store.root}) and offline mode is on`, {
+        hint: "pull it once while online, or turn off --offline / LLAMA_OCI_OFFLINE",
+      });
+    }
+  }
+  if (/^sha256:[0-9a-f]{12,64}$/.test(reference)) {
+    // A model ID, not a repository named "sha256" on Docker Hub.
+    throw new LlamaOciError("NOT_FOUND", `model ID ${reference} is not in the cache (${store.root})`, {
+      hint: "run 'llama-oci ls' to see the cached models",
+    });
+  }
+  const ref = parseReference(reference);
+  const ctx: InspectContext = { ref, canonical: formatReference(ref), logger, options };
+  if (!options.remote) logger.debug(`${ctx.canonical} is not cached; asking the registry`);
+  const transport = new Transport({ logger, env });
+  try {
+    return await inspectRemote(ctx, transport);
+  } finally {
+    await transport.close();
+  }
+}
+
+function describeInput(input: string): string {
+  try {
+    return formatReference(parseReference(input));
+  } catch {
+    return input;
+  }
+}
+
+/** The result from the cache alone, or undefined when the cache lacks the manifest, config or a GGUF file. */
+async function inspectCached(store: Store, input: string, logger: Logger): Promise<InspectResult | undefined> {
+  let target: LocalTarget;
+  try {
+    target = await resolveLocal(store, input);
+  } catch (error) {
+    if (error instanceof LlamaOciError && error.code === "NOT_FOUND") return undefined;
+    throw error;
+  }
+  let manifestDigest: string;
+  let indexDigest: string | undefined;
+  let canonical: string;
+  if (target.kind === "tag") {
+    manifestDigest = target.entry.record.manifestDigest;
+    if (target.entry.record.digest !== manifestDigest) indexDigest = target.entry.record.digest;
+    canonical = formatReference(target.ref);
+  } else if (target.kind === "digest") {
+    manifestDigest = target.manifestDigest;
+    if (target.ref.digest !== manifestDigest) indexDigest = target.ref.digest;
+    canonical = formatReference(target.ref);
+  } else {
+    manifestDigest = target.manifestDigest;
+    const named = target.entries.map(entryReference).find((ref) => ref !== undefined);
+    canonical = named ? formatReference(named) : manifestDigest;
+  }
+
+  const [body, record] = await Promise.all([store.readManifest(manifestDigest), store.readModel(manifestDigest)]);
+  if (!body || !record) return undefined;
+  const parsed = parseManifest(body, undefined);
+  if (parsed.kind !== "manifest") return undefined;
+  const manifest = parsed.manifest;
+  const { format, files } = modelFiles(manifest);
+  const weights = files.filter((file) => file.kind === "gguf");
+  for (const file of [manifest.config, ...weights.map((w) => w.descriptor)]) {
+    if (!(await store.hasBlob(file.digest, file.size))) return undefined;
+  }
+
+  const configBytes = await readFile(store.blobPath(manifest.config.digest));
+  const headers: GgufHeader[] = [];
+  for (const weight of weights) {
+    headers.push(await readGgufHeader(store.blobPath(weight.descriptor.digest), { maxArrayLength: SHOWN_ARRAY_ITEMS }));
+  }
+  return buildResult(canonical, logger, {
+    source: "cache",
+    manifestDigest,
+    indexDigest,
+    mediaType: parsed.mediaType,
+    body,
+    manifest,
+    format,
+    files,
+    configBytes,
+    headers,
+    bytesTransferred: 0,
+    pulledAt: record.verifiedAt,
+  });
+}
+
+async function inspectRemote(ctx: InspectContext, transport: Transport): Promise<InspectResult> {
+  const { ref, logger, options } = ctx;
+  const env = options.env ?? process.env;
+  const credential = await resolveCredentials(ref.registry, {
+    env,
+    logger,
+    explicit: options.credentials,
+    helperTimeoutMs: options.credentialHelperTimeoutMs,
+    signal: options.signal,
+  });
+  logger.debug(`credentials for ${ref.registry}: ${describeCredential(credential)}`);
+  const client = new RegistryClient({
+    registry: ref.registry,
+    apiHost: ref.apiHost,
+    credential,
+    transport,
+    logger,
+    insecureRegistries: [...(options.insecureRegistries ?? []), ...parseInsecureList(env.LLAMA_OCI_INSECURE_REGISTRIES)],
+  });
+
+  const top = await fetchManifest(client, ref.repository, ref.digest ?? ref.tag!, ctx.canonical, options.signal);
+  let model = top;
+  let indexDigest: string | undefined;
+  if (top.parsed.kind === "index") {
+    indexDigest = top.digest;
+    const child = selectManifestFromIndex(top.parsed.index);
+    logger.debug(`index ${top.digest}: using manifest ${child.digest}`);
+    model = await fetchManifest(client, ref.repository, child.digest, `${ctx.canonical} (manifest ${child.digest})`, options.signal);
+  }
+  if (model.parsed.kind !== "manifest") {
+    throw new LlamaOciError("UNSUPPORTED_ARTIFACT", `${ctx.canonical}: an index inside an index is not a model artifact`);
+  }
+  const manifest = model.parsed.manifest;
+  const { format, files } = modelFiles(manifest);
+
+  const configBytes = await fetchConfig(client, ref.repository, manifest.config, options.signal);
+  let bytesTransferred = configBytes.length;
+  const headers: GgufHeader[] = [];
+  for (const weight of files.filter((file) => file.kind === "gguf")) {
+    const header = await readRemoteGgufHeader({
+      client,
+      repository: ref.repository,
+      digest: weight.descriptor.digest,
+      size: weight.descriptor.size,
+      logger,
+      signal: options.signal,
+      maxArrayLength: SHOWN_ARRAY_ITEMS,
+    });
+    bytesTransferred += header.bytesRead;
+    headers.push(header);
+  }
+  return buildResult(ctx.canonical, logger, {
+    source: "registry",
+    manifestDigest: model.digest,
+    indexDigest,
+    mediaType: model.parsed.mediaType,
+    body: model.body,
+    manifest,
+    format,
+    files,
+    configBytes,
+    headers,
+    bytesTransferred,
+  });
+}
+
+/** The config blob, size-capped and checked against its digest. */
+async function fetchConfig(client: RegistryClient, repository: string, config: Descriptor, signal?: AbortSignal): Promise<Buffer> {
+  const what = `the config blob ${config.digest}`;
+  if (config.size > MAX_CONFIG_BYTES) {
+    throw new LlamaOciError("UNSUPPORTED_ARTIFACT", `${what} is ${config.size} bytes, more than a model config can be (${MAX_CONFIG_BYTES})`);
+  }
+  const response = await client.openBlob(repository, config.digest, { signal, what });
+  if (response.status !== 200) throw await client.error(response, what);
+  const chunks: Buffer[] = [];
+  let length = 0;
+  try {
+    for await (const chunk of response.body as AsyncIterable<Buffer>) {
+      length += chunk.length;
+      if (length > config.size) break;
+      chunks.push(chunk);
+    }
+  } finally {
+    response.body.destroy();
+  }
+  const body = Buffer.concat(chunks);
+  const hash = createHash(parseDigest(config.digest).algorithm).update(body).digest("hex");
+  if (length !== config.size || `${parseDigest(config.digest).algorithm}:${hash}` !== config.digest) {
+    throw new LlamaOciError("DIGEST_MISMATCH", `${client.registry} served ${what} with other content (${length} bytes)`, {
+      hint: "the registry or a proxy in between returned the wrong data; try again",
+    });
+  }
+  return body;
+}
+
+interface Gathered {
+  source: InspectResult["source"];
+  manifestDigest: string;
+  indexDigest?: string;
+  mediaType: string;
+  body: Buffer;
+  manifest: ImageManifest;
+  format: ArtifactFormat;
+  files: ModelFile[];
+  configBytes: Buffer;
+  headers: GgufHeader[];
+  bytesTransferred: number;
+  pulledAt?: string;
+}
+
+function buildResult(canonical: string, logger: Logger, g: Gathered): InspectResult {
+  const byDescriptor = new Map<Descriptor, ModelFile>(g.files.map((file) => [file.descriptor, file]));
+  const layers = g.manifest.layers.map((descriptor): InspectLayer => {
+    const file = byDescriptor.get(descriptor);
+    const layer: InspectLayer = { mediaType: descriptor.mediaType, digest: descriptor.digest, size: descriptor.size };
+    if (file) {
+      layer.kind = file.kind;
+      layer.filename = file.filename;
+      if (file.shard) layer.shard = file.shard;
+    }
+    if (descriptor.annotations) layer.annotations = descriptor.annotations;
+    return layer;
+  });
+  const content = parseJson(g.configBytes);
+  if (content === undefined) logger.warn(`the config blob of ${canonical} is not JSON`);
+
+  const result: InspectResult = {
+    reference: canonical,
+    id: modelId(g.manifestDigest),
+    digest: g.manifestDigest,
+    source: g.source,
+    format: g.format,
+    manifest: { mediaType: g.mediaType, content: parseJson(g.body) },
+    layers,
+    size: g.manifest.layers.reduce((sum, layer) => sum + layer.size, 0),
+    config: {
+      mediaType: g.manifest.config.mediaType,
+      digest: g.manifest.config.digest,
+      size: g.manifest.config.size,
+      summary: summarizeConfig(content),
+    },
+    gguf: ggufFacts(g.headers),
+    bytesTransferred: g.bytesTransferred,
+  };
+  if (g.indexDigest) result.indexDigest = g.indexDigest;
+  if (g.manifest.artifactType) result.manifest.artifactType = g.manifest.artifactType;
+  if (g.manifest.annotations) result.manifest.annotations = g.manifest.annotations;
+  if (content !== undefined) result.config.content = content;
+  if (g.pulledAt) result.pulledAt = g.pulledAt;
+  return result;
+}
+
+/** Docker configs keep the facts in `config` (snake_case); ModelPack in `config` (camelCase) and `descriptor`. */
+export function summarizeConfig(content: unknown): ConfigSummary {
+  const root = asObject(content);
+  const inner = asObject(root?.config);
+  const descriptor = asObject(root?.descriptor);
+  const summary: ConfigSummary = {};
+  const set = <K extends keyof ConfigSummary>(key: K, value: ConfigSummary[K] | undefined) => {
+    if (value !== undefined) summary[key] = value;
+  };
+  set("format", text(inner?.format));
+  set("architecture", text(inner?.architecture));
+  set("parameters", text(inner?.parameters) ?? text(inner?.paramSize));
+  set("quantization", text(inner?.quantization));
+  set("size", text(inner?.size));
+  const contextSize = inner?.context_size;
+  if (typeof contextSize === "number" && Number.isFinite(contextSize)) summary.contextSize = contextSize;
+  set("name", text(descriptor?.name));
+  set("family", text(descriptor?.family));
+  set("created", text(descriptor?.createdAt) ?? text(descriptor?.created));
+  const gguf = asObject(inner?.gguf);
+  if (gguf) {
+    summary.gguf = Object.fromEntries(Object.entries(gguf).map(([key, value]) => [key, typeof value === "string" ? value : JSON.stringify(value)]));
+  }
+  return summary;
+}
+
+function parseJson(bytes: Buffer): unknown {
+  try {
+    return JSON.parse(bytes.toString("utf8"));
+  } catch {
+    return undefined;
+  }
+}
+
+function asObject(value: unknown): Record<string, unknown> | undefined {
+  return value !== null && typeof value === "object" && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+}
+
+function text(value: unknown): string | undefined {
+  if (typeof value === "string" && value !== "") return value;
+  if (typeof value === "number") return String(value);
+  return undefined;
+}
