@@ -180,10 +180,13 @@ async function pullOnline(ctx: PullContext, transport: Transport): Promise<PullR
         logger.warn(`registry mirror ${endpoint.label} failed for ${ctx.canonical} (${errorText(error)}); trying ${describeEndpoint(endpoints[i + 1]!)}`);
         continue;
       }
-      if (cachedTag && error instanceof LlamaOciError && error.code === "NETWORK") {
+      // An unreachable registry, or one that does not have the tag (a model packaged locally and not pushed, or
+      // deleted upstream), leaves the cached copy usable.
+      if (cachedTag && error instanceof LlamaOciError && (error.code === "NETWORK" || error.code === "NOT_FOUND")) {
         const cached = await cachedResult(ctx, cachedTag.manifestDigest);
         if (cached) {
-          logger.warn(`${ref.registry} is unreachable (${error.message}); using the cached copy of ${ctx.canonical}`);
+          const why = error.code === "NETWORK" ? `${ref.registry} is unreachable (${error.message})` : `${ref.registry} does not have it (${error.message})`;
+          logger.warn(`${why}; using the cached copy of ${ctx.canonical}`);
           return cached;
         }
       }
@@ -247,15 +250,16 @@ async function pullOnline(ctx: PullContext, transport: Transport): Promise<PullR
   };
   const modelDir = await store.linkModel(model.digest, stored);
   await store.writeModel(record);
-  if (ref.tag) {
-    await store.writeTag(ref.registry, ref.repository, ref.tag, {
-      reference: ctx.canonical,
-      digest: top.digest,
-      mediaType: top.mediaType,
-      manifestDigest: model.digest,
-      resolvedAt: new Date().toISOString(),
-    });
-  }
+  const refRecord = {
+    reference: ctx.canonical,
+    digest: top.digest,
+    mediaType: top.mediaType,
+    manifestDigest: model.digest,
+    resolvedAt: new Date().toISOString(),
+  };
+  // A pull by digest is recorded too, so that ls shows it and prune keeps it.
+  if (ref.tag) await store.writeTag(ref.registry, ref.repository, ref.tag, refRecord);
+  else if (ref.digest) await store.writeDigestRef(ref.registry, ref.repository, ref.digest, refRecord);
   const bytesTransferred = transfers.reduce((sum, t) => sum + t.bytesTransferred, 0);
   const result = buildResult(ctx, record, modelDir, bytesTransferred === 0 && transfers.every((t) => t.fromCache), bytesTransferred);
   return served.endpoint.kind === "mirror" ? { ...result, mirror: served.endpoint.label } : result;
