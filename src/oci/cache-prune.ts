@@ -3,8 +3,8 @@
  * partial downloads untouched for a week (they would resume otherwise) and locks left by processes that died.
  * A dry run measures and lists exactly what a real run would delete.
  */
-import { readFile } from "node:fs/promises";
-import { hostname } from "node:os";
+
+import { isAbandoned } from "./lock.js";
 import { collectReferences, openStore, type CacheOptions } from "./catalog.js";
 import { FreedSpace } from "./freed-space.js";
 import type { BlobFileEntry, Store } from "./store.js";
@@ -72,7 +72,7 @@ async function plan(store: Store, maxAgeMs: number): Promise<{ planned: Planned[
   const files = sortByDigest(await store.listBlobFiles());
   const locks = files.filter((f) => f.kind === "lock");
   const live = new Set<string>();
-  for (const lock of locks) if (await lockIsLive(lock, now)) live.add(lock.digest);
+  for (const lock of locks) if (await lockIsLive(lock)) live.add(lock.digest);
   const kept: string[] = [];
   for (const blob of files.filter((f) => f.kind === "blob")) {
     if (inUse.blobs.has(blob.digest)) continue;
@@ -136,31 +136,8 @@ async function underBlobLock(store: Store, digest: string, action: () => Promise
   }
 }
 
-const HOST = hostname();
-/** lock.ts's rules: a live owner refreshes its lock every 10 s, and a lock older than 30 s is taken over. */
-const LOCK_STALE_MS = 30_000;
-const UNREADABLE_LOCK_STALE_MS = 5_000;
-
-async function lockIsLive(lock: BlobFileEntry, now: number): Promise<boolean> {
-  const content = await readFile(lock.path, "utf8").catch(() => undefined);
-  if (content === undefined) return false;
-  let owner: { pid?: unknown; host?: unknown };
-  try {
-    owner = JSON.parse(content) as typeof owner;
-  } catch {
-    return now - lock.mtimeMs <= UNREADABLE_LOCK_STALE_MS;
-  }
-  if (owner.host === HOST && typeof owner.pid === "number" && !processAlive(owner.pid)) return false;
-  return now - lock.mtimeMs <= LOCK_STALE_MS;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
+async function lockIsLive(lock: BlobFileEntry): Promise<boolean> {
+  return !(await isAbandoned(lock.path));
 }
 
 function sortByDigest<T extends { digest?: string; manifestDigest?: string }>(items: T[]): T[] {

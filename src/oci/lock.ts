@@ -21,9 +21,10 @@ export interface Lock {
 }
 
 const HOST = hostname();
+export const DEFAULT_STALE_MS = 30_000;
 
 export async function acquireLock(path: string, options: LockOptions = {}): Promise<Lock> {
-  const staleMs = options.staleMs ?? 30_000;
+  const staleMs = options.staleMs ?? DEFAULT_STALE_MS;
   const pollMs = options.pollMs ?? 100;
   let waited = false;
   for (;;) {
@@ -68,7 +69,8 @@ function heldLock(path: string, owner: string, staleMs: number): Lock {
   };
 }
 
-async function isAbandoned(path: string, staleMs: number): Promise<boolean> {
+/** Whether a lock file's owner died (same host, pid gone) or stopped refreshing it for staleMs. */
+export async function isAbandoned(path: string, staleMs = DEFAULT_STALE_MS): Promise<boolean> {
   let content: string;
   let mtimeMs: number;
   try {
