@@ -3,7 +3,6 @@
  * partial downloads untouched for a week (they would resume otherwise) and locks left by processes that died.
  * A dry run measures and lists exactly what a real run would delete.
  */
-
 import { isAbandoned } from "./lock.js";
 import { collectReferences, openStore, type CacheOptions } from "./catalog.js";
 import { FreedSpace } from "./freed-space.js";
