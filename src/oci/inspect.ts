@@ -14,11 +14,11 @@ import type { GgufHeader } from "../gguf/types.js";
 import { modelFiles, type ArtifactFormat, type ModelFile, type ModelFileKind } from "./artifact.js";
 import { defaultCacheDir } from "./cache-dir.js";
 import { entryReference, modelId, resolveLocal, type LocalTarget } from "./catalog.js";
-import { describeCredential, resolveCredentials, type ExplicitCredentials } from "./credentials.js";
+import { connectRegistry } from "./connect.js";
+import type { ExplicitCredentials } from "./credentials.js";
 import { parseDigest } from "./digest.js";
 import { parseManifest, selectManifestFromIndex, type Descriptor, type ImageManifest } from "./manifest.js";
 import { fetchManifest } from "./manifest-fetch.js";
-import { parseInsecureList } from "./plain-http.js";
 import { formatReference, parseReference, type Reference } from "./reference.js";
 import { RegistryClient } from "./registry-client.js";
 import { readRemoteGgufHeader } from "./remote-gguf.js";
@@ -228,22 +228,18 @@ async function inspectCached(store: Store, input: string, logger: Logger): Promi
 async function inspectRemote(ctx: InspectContext, transport: Transport): Promise<InspectResult> {
   const { ref, logger, options } = ctx;
   const env = options.env ?? process.env;
-  const credential = await resolveCredentials(ref.registry, {
-    env,
-    logger,
-    explicit: options.credentials,
-    helperTimeoutMs: options.credentialHelperTimeoutMs,
-    signal: options.signal,
-  });
-  logger.debug(`credentials for ${ref.registry}: ${describeCredential(credential)}`);
-  const client = new RegistryClient({
+  const { client } = await connectRegistry({
     registry: ref.registry,
     apiHost: ref.apiHost,
-    credential,
     transport,
     logger,
-    insecureRegistries: [...(options.insecureRegistries ?? []), ...parseInsecureList(env.LLAMA_OCI_INSECURE_REGISTRIES)],
+    env,
+    explicit: options.credentials,
+    insecureRegistries: options.insecureRegistries,
+    credentialHelperTimeoutMs: options.credentialHelperTimeoutMs,
+    signal: options.signal,
   });
+
 
   const top = await fetchManifest(client, ref.repository, ref.digest ?? ref.tag!, ctx.canonical, options.signal);
   let model = top;

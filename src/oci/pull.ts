@@ -11,12 +11,12 @@ import { isAbort, LlamaOciError } from "../errors.js";
 import { createLogger, isTruthy, type Logger } from "../log.js";
 import { modelFiles, type ArtifactFormat, type ModelFileKind } from "./artifact.js";
 import { defaultCacheDir } from "./cache-dir.js";
-import { describeCredential, resolveCredentials, type ExplicitCredentials } from "./credentials.js";
+import { connectRegistry } from "./connect.js";
+import type { ExplicitCredentials } from "./credentials.js";
 import { parseDigest } from "./digest.js";
 import { downloadBlob, type RetryPolicy } from "./download.js";
 import { parseManifest, selectManifestFromIndex, type ImageManifest } from "./manifest.js";
 import { fetchManifest, headManifest, type FetchedManifest } from "./manifest-fetch.js";
-import { parseInsecureList } from "./plain-http.js";
 import { configuredMirrors, pullEndpoints, type PullEndpoint } from "./mirrors.js";
 import { runPool } from "./pool.js";
 import type { ProgressListener } from "./progress.js";
@@ -274,25 +274,20 @@ interface ResolvedManifests {
 
 /** A client for one endpoint, with the credentials of that endpoint's own host (explicit ones go to the origin only). */
 async function openClient(ctx: PullContext, transport: Transport, endpoint: PullEndpoint): Promise<RegistryClient> {
-  const { logger, options } = ctx;
-  const env = options.env ?? process.env;
-  const credential = await resolveCredentials(endpoint.registry, {
-    env,
-    logger,
-    explicit: endpoint.kind === "origin" ? options.credentials : undefined,
-    helperTimeoutMs: options.credentialHelperTimeoutMs,
-    signal: options.signal,
-  });
-  logger.debug(`credentials for ${endpoint.registry}: ${describeCredential(credential)}`);
-  return new RegistryClient({
+  const { options } = ctx;
+  const { client } = await connectRegistry({
     registry: endpoint.registry,
     apiHost: endpoint.apiHost,
     scheme: endpoint.scheme,
-    credential,
     transport,
-    logger,
-    insecureRegistries: [...(options.insecureRegistries ?? []), ...parseInsecureList(env.LLAMA_OCI_INSECURE_REGISTRIES)],
+    logger: ctx.logger,
+    env: options.env ?? process.env,
+    explicit: endpoint.kind === "origin" ? options.credentials : undefined,
+    insecureRegistries: options.insecureRegistries,
+    credentialHelperTimeoutMs: options.credentialHelperTimeoutMs,
+    signal: options.signal,
   });
+  return client;
 }
 
 /**

@@ -7,17 +7,16 @@ import { LlamaOciError, abortError, isAbort } from "../errors.js";
 import { createLogger, type Logger } from "../log.js";
 import { ANNOTATION_FILEPATH, ANNOTATION_TITLE } from "./media-types.js";
 import { defaultCacheDir } from "./cache-dir.js";
-import { describeCredential, resolveCredentials, type ExplicitCredentials } from "./credentials.js";
+import { connectRegistry } from "./connect.js";
+import type { ExplicitCredentials } from "./credentials.js";
 import { sha256Digest } from "./digest.js";
 import { DEFAULT_RETRY, type RetryPolicy } from "./download.js";
 import { delay } from "./lock.js";
 import { parseManifest, type Descriptor } from "./manifest.js";
 import { mountSources } from "./mount-sources.js";
-import { parseInsecureList } from "./plain-http.js";
 import { runPool } from "./pool.js";
 import type { ProgressListener, PushOutcome } from "./progress.js";
 import { formatReference, parseReference, type Reference } from "./reference.js";
-import { RegistryClient } from "./registry-client.js";
 import { Store } from "./store.js";
 import { Transport } from "./transport.js";
 import { blobExists, mountBlob, putManifest, uploadBlob, type UploadTarget } from "./upload.js";
@@ -99,22 +98,18 @@ export async function pushModel(reference: string, options: PushOptions = {}): P
 
   const transport = new Transport({ logger, env });
   try {
-    const credential = await resolveCredentials(ref.registry, {
-      env,
-      logger,
-      explicit: options.credentials,
-      helperTimeoutMs: options.credentialHelperTimeoutMs,
-      signal: options.signal,
-    });
-    logger.debug(`credentials for ${ref.registry}: ${describeCredential(credential)}`);
-    const client = new RegistryClient({
+    const { client, credential } = await connectRegistry({
       registry: ref.registry,
       apiHost: ref.apiHost,
-      credential,
       transport,
       logger,
-      insecureRegistries: [...(options.insecureRegistries ?? []), ...parseInsecureList(env.LLAMA_OCI_INSECURE_REGISTRIES)],
+      env,
+      explicit: options.credentials,
+      insecureRegistries: options.insecureRegistries,
+      credentialHelperTimeoutMs: options.credentialHelperTimeoutMs,
+      signal: options.signal,
     });
+
     const target: UploadTarget = { client, transport, credential, repository: ref.repository, logger, signal: options.signal };
     const totalBytes = blobs.reduce((sum, blob) => sum + blob.descriptor.size, 0);
     // As for pulls, progress shows the model's files; the config blob goes up silently.
