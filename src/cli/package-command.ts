@@ -1,10 +1,10 @@
 /** `llama-oci package`: build a model artifact from local GGUF files into the cache, and push it with --push. */
 import { parseArgs } from "node:util";
 import { formatMB, shortDigest } from "../oci/progress.js";
-import { createProgressRenderer } from "../oci/progress-renderer.js";
 import { packageModel, type PackageFormat } from "../oci/package.js";
 import { UsageError } from "./output.js";
 import type { CliContext } from "./context.js";
+import { REGISTRY_FLAGS, startReporting } from "./registry-io.js";
 
 export const PACKAGE_USAGE = `Usage: llama-oci package --gguf <file> [options] <reference>
 
@@ -41,12 +41,7 @@ export async function packageCommand(argv: string[], cli: CliContext): Promise<n
       "context-size": { type: "string" },
       format: { type: "string" },
       push: { type: "boolean" },
-      "cache-dir": { type: "string" },
-      "insecure-registry": { type: "string", multiple: true },
-      quiet: { type: "boolean", short: "q" },
-      json: { type: "boolean" },
-      verbose: { type: "boolean", short: "v" },
-      help: { type: "boolean", short: "h" },
+      ...REGISTRY_FLAGS,
     },
   });
   if (values.help) {
@@ -65,7 +60,7 @@ export async function packageCommand(argv: string[], cli: CliContext): Promise<n
     }
   }
 
-  const renderer = createProgressRenderer({ stream: cli.stderr, quiet: values.quiet, env: cli.env });
+  const { renderer, reporting } = startReporting(cli, values);
   try {
     const result = await packageModel({
       reference: positionals[0]!,
@@ -78,15 +73,10 @@ export async function packageCommand(argv: string[], cli: CliContext): Promise<n
       push: values.push,
       cacheDir: values["cache-dir"],
       insecureRegistries: values["insecure-registry"],
-      verbose: values.verbose || undefined,
-      env: cli.env,
-      signal: cli.signal,
+      ...reporting,
       onFileAdded: (file) => {
         if (!values.quiet) cli.stderr.write(`${shortDigest(file.digest)}: Added ${file.filename} (${formatMB(file.size)})\n`);
       },
-      onProgress: renderer.onProgress,
-      onWarning: (message) => renderer.onProgress({ type: "warning", message }),
-      onDebug: (message) => cli.stderr.write(`debug: ${message}\n`),
     });
     renderer.close();
     cli.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : `${result.reference}@${result.digest}\n`);

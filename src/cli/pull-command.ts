@@ -1,9 +1,9 @@
 /** `llama-oci pull <ref>`: progress on stderr; the model path (or --json result) on stdout. */
 import { parseArgs } from "node:util";
-import { createProgressRenderer } from "../oci/progress-renderer.js";
 import { pull } from "../oci/pull.js";
 import { UsageError } from "./output.js";
 import type { CliContext } from "./context.js";
+import { REGISTRY_FLAGS, startReporting } from "./registry-io.js";
 
 export const PULL_USAGE = `Usage: llama-oci pull <reference> [options]
 
@@ -28,15 +28,10 @@ export async function pullCommand(argv: string[], cli: CliContext): Promise<numb
     args: argv,
     allowPositionals: true,
     options: {
-      "cache-dir": { type: "string" },
+      ...REGISTRY_FLAGS,
       offline: { type: "boolean" },
       verify: { type: "boolean" },
-      "insecure-registry": { type: "string", multiple: true },
       "registry-mirror": { type: "string", multiple: true },
-      quiet: { type: "boolean", short: "q" },
-      json: { type: "boolean" },
-      verbose: { type: "boolean", short: "v" },
-      help: { type: "boolean", short: "h" },
     },
   });
   if (values.help) {
@@ -45,7 +40,7 @@ export async function pullCommand(argv: string[], cli: CliContext): Promise<numb
   }
   if (positionals.length !== 1) throw new UsageError(`pull takes exactly one reference (got ${positionals.length})`);
 
-  const renderer = createProgressRenderer({ stream: cli.stderr, quiet: values.quiet, env: cli.env });
+  const { renderer, reporting } = startReporting(cli, values);
   try {
     const result = await pull(positionals[0]!, {
       cacheDir: values["cache-dir"],
@@ -53,12 +48,7 @@ export async function pullCommand(argv: string[], cli: CliContext): Promise<numb
       verify: values.verify,
       insecureRegistries: values["insecure-registry"],
       registryMirrors: values["registry-mirror"],
-      verbose: values.verbose || undefined,
-      env: cli.env,
-      signal: cli.signal,
-      onProgress: renderer.onProgress,
-      onWarning: (message) => renderer.onProgress({ type: "warning", message }),
-      onDebug: (message) => cli.stderr.write(`debug: ${message}\n`),
+      ...reporting,
     });
     renderer.close();
     cli.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : `${result.path}\n`);

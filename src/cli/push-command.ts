@@ -1,9 +1,9 @@
 /** `llama-oci push <ref>`: upload a cached model to its registry; progress on stderr, <ref>@<digest> on stdout. */
 import { parseArgs } from "node:util";
-import { createProgressRenderer } from "../oci/progress-renderer.js";
 import { pushModel } from "../oci/push.js";
 import { UsageError } from "./output.js";
 import type { CliContext } from "./context.js";
+import { REGISTRY_FLAGS, startReporting } from "./registry-io.js";
 
 export const PUSH_USAGE = `Usage: llama-oci push <reference> [options]
 
@@ -26,12 +26,7 @@ export async function pushCommand(argv: string[], cli: CliContext): Promise<numb
     args: argv,
     allowPositionals: true,
     options: {
-      "cache-dir": { type: "string" },
-      "insecure-registry": { type: "string", multiple: true },
-      quiet: { type: "boolean", short: "q" },
-      json: { type: "boolean" },
-      verbose: { type: "boolean", short: "v" },
-      help: { type: "boolean", short: "h" },
+      ...REGISTRY_FLAGS,
     },
   });
   if (values.help) {
@@ -40,17 +35,12 @@ export async function pushCommand(argv: string[], cli: CliContext): Promise<numb
   }
   if (positionals.length !== 1) throw new UsageError(`push takes exactly one reference (got ${positionals.length})`);
 
-  const renderer = createProgressRenderer({ stream: cli.stderr, quiet: values.quiet, env: cli.env });
+  const { renderer, reporting } = startReporting(cli, values);
   try {
     const result = await pushModel(positionals[0]!, {
       cacheDir: values["cache-dir"],
       insecureRegistries: values["insecure-registry"],
-      verbose: values.verbose || undefined,
-      env: cli.env,
-      signal: cli.signal,
-      onProgress: renderer.onProgress,
-      onWarning: (message) => renderer.onProgress({ type: "warning", message }),
-      onDebug: (message) => cli.stderr.write(`debug: ${message}\n`),
+      ...reporting,
     });
     renderer.close();
     cli.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : `${result.reference}@${result.digest}\n`);
