@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // Pull benchmark: `llama-oci pull` against skopeo and curl(+sha256sum), same registry, same blobs, alternating runs,
-// fresh destination each run. Prints medians, the ratios the targets are stated in, and our peak RSS.
+// fresh destination each run. Prints medians, the ratios the targets are stated in, our peak RSS and our CPU time
+// (user + system: less sensitive than wall time to other processes on the machine; the load average is printed so
+// that numbers taken on a busy machine can be told apart).
 //
 //   node bench/pull/run.mjs [--sizes 100,1000] [--runs 3]      (sizes in MB)
 //
@@ -9,7 +11,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { createHash, randomFillSync } from "node:crypto";
 import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
+import { cpus, loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -54,6 +56,7 @@ process.on("exit", () => registry.kill("SIGKILL"));
 await waitFor(`${registryUrl}/v2/`);
 
 const rows = [];
+const loadBefore = loadavg()[0];
 try {
   for (const mb of sizesMB) rows.push(await benchSize(mb));
 } finally {
@@ -61,14 +64,15 @@ try {
   rmSync(work, { recursive: true, force: true });
 }
 
-console.log("\n| blob | llama-oci pull | skopeo copy | curl + sha256sum | curl alone | Node SHA-256 pass | skopeo / ours | ours / max(curl, sha) | peak RSS |");
-console.log("|---|---|---|---|---|---|---|---|---|");
+console.log("\n| blob | llama-oci pull | skopeo copy | curl + sha256sum | curl alone | Node SHA-256 pass | skopeo / ours | ours / max(curl, sha) | peak RSS | our CPU |");
+console.log("|---|---|---|---|---|---|---|---|---|---|");
 for (const r of rows) {
   console.log(
-    `| ${r.mb} MB | ${s(r.ours)} | ${s(r.skopeo)} | ${s(r.curlSha)} | ${s(r.curl)} | ${s(r.sha)} | ${(r.skopeo / r.ours).toFixed(2)}x | ${(r.ours / Math.max(r.curl, r.sha)).toFixed(2)} | ${(r.rss / 1e6).toFixed(0)} MB |`,
+    `| ${r.mb} MB | ${s(r.ours)} | ${s(r.skopeo)} | ${s(r.curlSha)} | ${s(r.curl)} | ${s(r.sha)} | ${(r.skopeo / r.ours).toFixed(2)}x | ${(r.ours / Math.max(r.curl, r.sha)).toFixed(2)} | ${(r.rss / 1e6).toFixed(0)} MB | ${s(r.cpu)} |`,
   );
 }
 console.log("\ntargets: skopeo / ours >= 1.5, ours / max(curl, sha) <= 1.3, peak RSS < 150 MB");
+console.log(`medians of ${runs} runs; ${cpus().length} CPUs, load average ${loadBefore.toFixed(2)} before, ${loadavg()[0].toFixed(2)} after`);
 
 async function benchSize(mb) {
   const size = mb * 1_000_000;
@@ -99,6 +103,7 @@ async function benchSize(mb) {
   const blobUrl = `${registryUrl}/v2/${repository}/blobs/${digest}`;
   const times = { ours: [], skopeo: [], curlSha: [], curl: [], sha: [] };
   const rss = [];
+  const cpu = [];
   for (let run = 0; run < runs; run++) {
     const dest = join(work, `run-${mb}-${run}`);
     const rssFile = join(work, "rss");
@@ -107,7 +112,9 @@ async function benchSize(mb) {
         LLAMA_OCI_BENCH_RSS_FILE: rssFile,
       }),
     );
-    rss.push(Number(readFileSync(rssFile, "utf8")));
+    const usage = JSON.parse(readFileSync(rssFile, "utf8"));
+    rss.push(usage.rss);
+    cpu.push(usage.userS + usage.systemS);
     rmSync(`${dest}-ours`, { recursive: true, force: true });
     times.skopeo.push(timed("skopeo", ["copy", "-q", "--src-tls-verify=false", `docker://${reference}`, `dir:${dest}-skopeo`]));
     rmSync(`${dest}-skopeo`, { recursive: true, force: true });
@@ -116,7 +123,10 @@ async function benchSize(mb) {
     times.curl.push(timed("curl", ["-sf", "-o", `${dest}-curl`, blobUrl]));
     times.sha.push(timed("node", ["-e", SHA_SCRIPT, `${dest}-curl`]));
     rmSync(`${dest}-curl`, { force: true });
-    console.error(`bench: ${mb} MB run ${run + 1}/${runs}: ours ${s(times.ours.at(-1))}, skopeo ${s(times.skopeo.at(-1))}, curl ${s(times.curl.at(-1))}`);
+    console.error(
+      `bench: ${mb} MB run ${run + 1}/${runs}: ours ${s(times.ours.at(-1))} (cpu ${s(cpu.at(-1))}), skopeo ${s(times.skopeo.at(-1))}, ` +
+        `curl ${s(times.curl.at(-1))}, sha ${s(times.sha.at(-1))}; load ${loadavg()[0].toFixed(2)}`,
+    );
   }
   return {
     mb,
@@ -126,6 +136,7 @@ async function benchSize(mb) {
     curl: median(times.curl),
     sha: median(times.sha),
     rss: Math.max(...rss),
+    cpu: median(cpu),
   };
 }
 

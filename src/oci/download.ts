@@ -6,10 +6,11 @@
  */
 import { createHash, type Hash } from "node:crypto";
 import { createReadStream } from "node:fs";
-import { open, readFile, stat, truncate, writeFile, type FileHandle } from "node:fs/promises";
-import { pipeline } from "node:stream/promises";
+import { open, readFile, stat, truncate, writeFile } from "node:fs/promises";
+import { finished, pipeline } from "node:stream/promises";
 import { LlamaOciError, abortError, isAbort } from "../errors.js";
 import type { Logger } from "../log.js";
+import { BatchWriter } from "./batch-writer.js";
 import { parseDigest } from "./digest.js";
 import { delay } from "./lock.js";
 import type { ProgressListener } from "./progress.js";
@@ -227,36 +228,54 @@ export function contentRangeStart(value: string | undefined): number | undefined
 }
 
 async function writeBody(response: HttpResponse, partial: string, state: PartialState, request: BlobRequest): Promise<number> {
-  const { size, digest, onProgress, signal } = request;
+  const { size, digest, onProgress } = request;
+  const body = response.body;
+  const start = state.offset;
   let received = 0;
   let lastEmit = 0;
   let tooLong = false;
-  // Each chunk reaches the file before the next is read (the hash runs while it is written), so when the connection
-  // breaks or stalls, or the process is killed, the partial holds every byte the body handed over, and no write is
-  // still in flight when the caller looks at its size. (A destroyed stream pipeline drops what its buffers hold, and
-  // its last write can land after the caller's stat, doubling bytes in the file.)
+  let bodyError: unknown;
+  // Each chunk is hashed as it arrives and appended in ~1 MiB batches (see BatchWriter); state.offset counts the
+  // bytes on disk. Before this returns or throws, every byte the body handed over is on disk, so the caller can
+  // measure the partial, and a SIGKILL loses at most one batch.
   const file = await open(partial, "a");
-  try {
-    for await (const chunk of response.body as AsyncIterable<Buffer>) {
-      if (signal?.aborted) throw abortError(signal);
-      if (state.offset + chunk.length > size) {
-        tooLong = true;
-        response.body.destroy();
-        break;
-      }
-      const writing = writeAll(file, chunk, partial);
-      state.hash.update(chunk);
-      await writing;
-      state.offset += chunk.length;
-      received += chunk.length;
+  const writer = new BatchWriter(file.fd, {
+    onWritten: (written) => {
+      state.offset = start + written;
       const now = Date.now();
       if (onProgress && (now - lastEmit >= PROGRESS_INTERVAL_MS || state.offset === size)) {
         lastEmit = now;
         onProgress({ type: "layer-progress", digest, size, completed: state.offset });
       }
-    }
+    },
+    onError: () => body.destroy(),
+  });
+  try {
+    const ended = finished(body);
+    body.on("data", (chunk: Buffer) => {
+      if (start + received + chunk.length > size) {
+        tooLong = true;
+        body.destroy();
+        return;
+      }
+      received += chunk.length;
+      state.hash.update(chunk);
+      writer.push(chunk);
+    });
+    await ended;
+  } catch (error) {
+    bodyError = error;
   } finally {
+    writer.flush();
     await file.close();
+  }
+  if (writer.failed) {
+    const error = writer.error;
+    // A disk failure, not a network one: retrying the download would not help (and the hash is already ahead).
+    throw new LlamaOciError("CACHE", `cannot write ${partial}: ${(error as Error).message}`, {
+      hint: "check free disk space and permissions of the cache directory (--cache-dir / LLAMA_CACHE)",
+      cause: error,
+    });
   }
   if (tooLong) {
     await request.store.discardPartial(digest);
@@ -264,17 +283,6 @@ async function writeBody(response: HttpResponse, partial: string, state: Partial
       hint: "the registry served different content than its manifest describes; nothing was cached",
     });
   }
+  if (bodyError !== undefined) throw bodyError;
   return received;
-}
-
-async function writeAll(file: FileHandle, chunk: Buffer, path: string): Promise<void> {
-  try {
-    for (let done = 0; done < chunk.length; ) done += (await file.write(chunk, done)).bytesWritten;
-  } catch (error) {
-    // A disk failure, not a network one: retrying the download would not help (and the hash is already ahead).
-    throw new LlamaOciError("CACHE", `cannot write ${path}: ${(error as Error).message}`, {
-      hint: "check free disk space and permissions of the cache directory (--cache-dir / LLAMA_CACHE)",
-      cause: error,
-    });
-  }
 }
