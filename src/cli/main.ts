@@ -2,17 +2,6 @@
 import { isAbort } from "../errors.js";
 import type { CliContext } from "./context.js";
 import { formatError, UsageError } from "./output.js";
-import { benchCommand } from "./bench-command.js";
-import { chatCommand } from "./chat-command.js";
-import { inspectCommand } from "./inspect-command.js";
-import { lsCommand } from "./ls-command.js";
-import { packageCommand } from "./package-command.js";
-import { pruneCommand } from "./prune-command.js";
-import { pullCommand } from "./pull-command.js";
-import { pushCommand } from "./push-command.js";
-import { rmCommand } from "./rm-command.js";
-import { runCommand } from "./run-command.js";
-import { tagCommand } from "./tag-command.js";
 
 const VERSION = "0.1.0";
 
@@ -42,18 +31,19 @@ Examples:
 
 type Command = (argv: string[], cli: CliContext) => Promise<number>;
 
-const COMMANDS: Record<string, Command> = {
-  pull: pullCommand,
-  run: runCommand,
-  chat: chatCommand,
-  bench: benchCommand,
-  ls: lsCommand,
-  rm: rmCommand,
-  prune: pruneCommand,
-  tag: tagCommand,
-  inspect: inspectCommand,
-  package: packageCommand,
-  push: pushCommand,
+/** Each command's module is loaded only when that command runs: a pull does not pay for the inference layer. */
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  pull: async () => (await import("./pull-command.js")).pullCommand,
+  run: async () => (await import("./run-command.js")).runCommand,
+  chat: async () => (await import("./chat-command.js")).chatCommand,
+  bench: async () => (await import("./bench-command.js")).benchCommand,
+  ls: async () => (await import("./ls-command.js")).lsCommand,
+  rm: async () => (await import("./rm-command.js")).rmCommand,
+  prune: async () => (await import("./prune-command.js")).pruneCommand,
+  tag: async () => (await import("./tag-command.js")).tagCommand,
+  inspect: async () => (await import("./inspect-command.js")).inspectCommand,
+  package: async () => (await import("./package-command.js")).packageCommand,
+  push: async () => (await import("./push-command.js")).pushCommand,
 };
 
 /** Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted (Ctrl+C). */
@@ -85,7 +75,7 @@ export async function main(argv: string[], context?: Partial<CliContext>): Promi
     }
     const command = COMMANDS[name];
     if (!command) throw new UsageError(`unknown command '${name}'`);
-    return await command(rest, cli);
+    return await (await command())(rest, cli);
   } catch (error) {
     if (isAbort(error) && cli.signal.aborted) {
       cli.stderr.write("\ninterrupted: partial downloads are kept; run the same command again to resume\n");
