@@ -226,7 +226,7 @@ async function pullOnline(ctx: PullContext, transport: Transport): Promise<PullR
       retry: options.retry,
       stallTimeoutMs: options.stallTimeoutMs,
     });
-  const transfers = await runPool(blobs, options.concurrency ?? 4, async (file) => {
+  const fetchBlob = async (file: StoredFile) => {
     const endpoint = blobEndpoint;
     try {
       return await download(file, endpoint);
@@ -238,7 +238,16 @@ async function pullOnline(ctx: PullContext, transport: Transport): Promise<PullR
       }
       return download(file, origin);
     }
-  });
+  };
+  const transfers = await runPool(blobs, options.concurrency ?? 4, fetchBlob);
+  // A blob found in the cache is not ours until the model record below references it: a concurrent `prune` may
+  // delete it in between, as unreferenced. Fetch any that went missing once more before linking.
+  const vanished = [];
+  for (const file of blobs) if (!(await store.hasBlob(file.digest, file.size))) vanished.push(file);
+  if (vanished.length > 0) {
+    logger.debug(`${vanished.length} blob(s) of ${ctx.canonical} left the cache during the pull; fetching them again`);
+    transfers.push(...(await runPool(vanished, options.concurrency ?? 4, fetchBlob)));
+  }
 
   await store.writeManifest(model.digest, model.body);
   const record: ModelRecord = {
