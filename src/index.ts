@@ -24,6 +24,7 @@ export {
 } from "./oci/package.js";
 export { pushModel, type PushOptions, type PushResult, type PushedBlob } from "./oci/push.js";
 export type { ExplicitCredentials } from "./oci/credentials.js";
+export type { RegistryAccessOptions } from "./oci/connect.js";
 export type { ProgressEvent, ProgressListener, PushOutcome } from "./oci/progress.js";
 export { createProgressRenderer, type RendererOptions } from "./oci/progress-renderer.js";
 export type { ArtifactFormat, ModelFileKind } from "./oci/artifact.js";

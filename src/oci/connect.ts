@@ -8,6 +8,25 @@ import { parseInsecureList } from "./plain-http.js";
 import { RegistryClient } from "./registry-client.js";
 import type { Transport } from "./transport.js";
 
+/** The options every registry operation (pull, push, inspect) takes. */
+export interface RegistryAccessOptions {
+  /** Cache root; default LLAMA_CACHE, else $XDG_CACHE_HOME/llama.cpp, else ~/.cache/llama.cpp. */
+  cacheDir?: string;
+  /** Registries (host[:port]) that may be reached over plain HTTP; loopback ones always may. */
+  insecureRegistries?: string[];
+  /** Credentials for this registry, used instead of the Docker / podman configuration. */
+  credentials?: ExplicitCredentials;
+  signal?: AbortSignal;
+  /** Trace every HTTP exchange (also LLAMA_OCI_DEBUG=1). */
+  verbose?: boolean;
+  onWarning?: (message: string) => void;
+  onDebug?: (message: string) => void;
+  /** Environment to read configuration from; default process.env. */
+  env?: NodeJS.ProcessEnv;
+  /** How long a docker-credential helper may take (default 10 s). */
+  credentialHelperTimeoutMs?: number;
+}
+
 export interface ConnectOptions {
   /** Canonical registry name: where credentials are looked up. */
   registry: string;

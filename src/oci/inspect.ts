@@ -14,8 +14,7 @@ import type { GgufHeader } from "../gguf/types.js";
 import { modelFiles, type ArtifactFormat, type ModelFile, type ModelFileKind } from "./artifact.js";
 import { defaultCacheDir } from "./cache-dir.js";
 import { entryReference, modelId, resolveLocal, type LocalTarget } from "./catalog.js";
-import { connectRegistry } from "./connect.js";
-import type { ExplicitCredentials } from "./credentials.js";
+import { connectRegistry, type RegistryAccessOptions } from "./connect.js";
 import { parseDigest } from "./digest.js";
 import { parseManifest, selectManifestFromIndex, type Descriptor, type ImageManifest } from "./manifest.js";
 import { fetchManifest } from "./manifest-fetch.js";
@@ -25,26 +24,11 @@ import { readRemoteGgufHeader } from "./remote-gguf.js";
 import { Store } from "./store.js";
 import { Transport } from "./transport.js";
 
-export interface InspectOptions {
-  /** Cache root; default LLAMA_CACHE, else $XDG_CACHE_HOME/llama.cpp, else ~/.cache/llama.cpp. */
-  cacheDir?: string;
+export interface InspectOptions extends RegistryAccessOptions {
   /** Ask the registry even when the model is cached. */
   remote?: boolean;
   /** Never use the network (also LLAMA_OCI_OFFLINE=1): a model that is not cached is an error. */
   offline?: boolean;
-  /** Registries (host[:port]) that may be reached over plain HTTP; loopback ones always may. */
-  insecureRegistries?: string[];
-  /** Credentials for this registry, used instead of the Docker / podman configuration. */
-  credentials?: ExplicitCredentials;
-  signal?: AbortSignal;
-  /** Trace every HTTP exchange (also LLAMA_OCI_DEBUG=1). */
-  verbose?: boolean;
-  onWarning?: (message: string) => void;
-  onDebug?: (message: string) => void;
-  /** Environment to read configuration from; default process.env. */
-  env?: NodeJS.ProcessEnv;
-  /** How long a docker-credential helper may take (default 10 s). */
-  credentialHelperTimeoutMs?: number;
 }
 
 export interface InspectLayer {

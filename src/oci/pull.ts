@@ -11,8 +11,7 @@ import { isAbort, LlamaOciError } from "../errors.js";
 import { createLogger, isTruthy, type Logger } from "../log.js";
 import { modelFiles, type ArtifactFormat, type ModelFileKind } from "./artifact.js";
 import { defaultCacheDir } from "./cache-dir.js";
-import { connectRegistry } from "./connect.js";
-import type { ExplicitCredentials } from "./credentials.js";
+import { connectRegistry, type RegistryAccessOptions } from "./connect.js";
 import { parseDigest } from "./digest.js";
 import { downloadBlob, type RetryPolicy } from "./download.js";
 import { parseManifest, selectManifestFromIndex, type ImageManifest } from "./manifest.js";
@@ -25,38 +24,23 @@ import { RegistryClient } from "./registry-client.js";
 import { Store, type ModelRecord, type StoredFile, type TagRecord } from "./store.js";
 import { describeNetworkError, Transport } from "./transport.js";
 
-export interface PullOptions {
-  /** Cache root; default LLAMA_CACHE, else $XDG_CACHE_HOME/llama.cpp, else ~/.cache/llama.cpp. */
-  cacheDir?: string;
+export interface PullOptions extends RegistryAccessOptions {
   /** Resolve from the cache only, with no network at all (also LLAMA_OCI_OFFLINE=1). */
   offline?: boolean;
   /** Re-hash cached files instead of trusting the verification recorded when they were downloaded. */
   verify?: boolean;
-  /** Registries (host[:port]) that may be reached over plain HTTP; loopback ones always may. */
-  insecureRegistries?: string[];
   /**
    * Registry mirrors, tried in order before the registry itself: "https://mirror.example.com" mirrors Docker Hub,
    * "registry.example.com=http://127.0.0.1:5001" mirrors that registry. Added to LLAMA_OCI_REGISTRY_MIRRORS
    * (comma-separated, same forms). A failing mirror is warned about and skipped.
    */
   registryMirrors?: string[];
-  /** Credentials for this registry, used instead of the Docker / podman configuration. */
-  credentials?: ExplicitCredentials;
   onProgress?: ProgressListener;
-  signal?: AbortSignal;
-  /** Trace every HTTP exchange (also LLAMA_OCI_DEBUG=1). */
-  verbose?: boolean;
-  onWarning?: (message: string) => void;
-  onDebug?: (message: string) => void;
-  /** Environment to read configuration from; default process.env. */
-  env?: NodeJS.ProcessEnv;
   retry?: Partial<RetryPolicy>;
   /** No bytes for this long counts as a stalled connection (default 30 s). */
   stallTimeoutMs?: number;
   /** Files downloaded at once (default 4). */
   concurrency?: number;
-  /** How long a docker-credential helper may take (default 10 s). */
-  credentialHelperTimeoutMs?: number;
 }
 
 export interface PulledFile {

@@ -7,8 +7,7 @@ import { LlamaOciError, abortError, isAbort } from "../errors.js";
 import { createLogger, type Logger } from "../log.js";
 import { ANNOTATION_FILEPATH, ANNOTATION_TITLE } from "./media-types.js";
 import { defaultCacheDir } from "./cache-dir.js";
-import { connectRegistry } from "./connect.js";
-import type { ExplicitCredentials } from "./credentials.js";
+import { connectRegistry, type RegistryAccessOptions } from "./connect.js";
 import { sha256Digest } from "./digest.js";
 import { DEFAULT_RETRY, type RetryPolicy } from "./download.js";
 import { delay } from "./lock.js";
@@ -24,29 +23,14 @@ import { blobExists, mountBlob, putManifest, uploadBlob, type UploadTarget } fro
 /** Blobs up to this size go up in one PUT; larger ones in PATCH requests of this size. */
 export const DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024;
 
-export interface PushOptions {
-  /** Cache root; default LLAMA_CACHE, else $XDG_CACHE_HOME/llama.cpp, else ~/.cache/llama.cpp. */
-  cacheDir?: string;
-  /** Registries (host[:port]) that may be reached over plain HTTP; loopback ones always may. */
-  insecureRegistries?: string[];
-  /** Credentials for this registry, used instead of the Docker / podman configuration. */
-  credentials?: ExplicitCredentials;
+export interface PushOptions extends RegistryAccessOptions {
   onProgress?: ProgressListener;
-  signal?: AbortSignal;
-  /** Trace every HTTP exchange (also LLAMA_OCI_DEBUG=1). */
-  verbose?: boolean;
-  onWarning?: (message: string) => void;
-  onDebug?: (message: string) => void;
-  /** Environment to read configuration from; default process.env. */
-  env?: NodeJS.ProcessEnv;
   /** Retries of a blob after a dropped connection, 429 or 5xx (attempts, backoff). */
   retry?: Partial<RetryPolicy>;
   /** Blobs uploaded at once (default 3). */
   concurrency?: number;
   /** Bytes per PATCH request; blobs up to this size are sent in a single PUT (default 16 MiB). */
   chunkSize?: number;
-  /** How long a docker-credential helper may take (default 10 s). */
-  credentialHelperTimeoutMs?: number;
 }
 
 export interface PushedBlob {
