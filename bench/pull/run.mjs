@@ -9,12 +9,12 @@
 // Needs: docker-registry, skopeo, curl, sha256sum (Debian: apt-get install docker-registry skopeo curl).
 import { execFileSync, spawn } from "node:child_process";
 import { createHash, randomFillSync } from "node:crypto";
-import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { cpus, loadavg, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { startLocalRegistry } from "../../scripts/local-registry.mjs";
 
 // One SHA-256 pass over a file, as Node does it: the floor for any verifying download.
 const SHA_SCRIPT = `
@@ -39,28 +39,15 @@ if (!existsSync(join(root, "dist", "esm", "cli", "main.js"))) execFileSync("npm"
 
 const work = join(tmpdir(), `llama-oci-bench-${process.pid}`);
 mkdirSync(work, { recursive: true });
-const port = await freePort();
-const registryUrl = `http://127.0.0.1:${port}`;
-const configPath = join(work, "registry.json");
-writeFileSync(
-  configPath,
-  JSON.stringify({
-    version: 0.1,
-    log: { level: "error", accesslog: { disabled: true } },
-    storage: { filesystem: { rootdirectory: join(work, "registry") } },
-    http: { addr: `127.0.0.1:${port}`, secret: "bench" },
-  }),
-);
-const registry = spawn("docker-registry", ["serve", configPath], { stdio: "ignore" });
-process.on("exit", () => registry.kill("SIGKILL"));
-await waitFor(`${registryUrl}/v2/`);
+const registry = await startLocalRegistry();
+const registryUrl = registry.url;
 
 const rows = [];
 const loadBefore = loadavg()[0];
 try {
   for (const mb of sizesMB) rows.push(await benchSize(mb));
 } finally {
-  registry.kill("SIGKILL");
+  await registry.stop();
   rmSync(work, { recursive: true, force: true });
 }
 
@@ -99,7 +86,7 @@ async function benchSize(mb) {
   if (put.status !== 201) throw new Error(`manifest push failed: ${put.status}`);
   rmSync(file);
 
-  const reference = `127.0.0.1:${port}/${repository}:${tag}`;
+  const reference = `${registry.host}/${repository}:${tag}`;
   const blobUrl = `${registryUrl}/v2/${repository}/blobs/${digest}`;
   const times = { ours: [], skopeo: [], curlSha: [], curl: [], sha: [] };
   const rss = [];
@@ -196,27 +183,3 @@ function median(list) {
 function s(seconds) {
   return `${seconds.toFixed(2)} s`;
 }
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-async function waitFor(url) {
-  for (let i = 0; i < 200; i++) {
-    try {
-      await fetch(url);
-      return;
-    } catch {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
-  throw new Error(`registry did not start at ${url}`);
-}
-
