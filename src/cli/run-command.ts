@@ -8,8 +8,8 @@ import { llama } from "../llama/llama.js";
 import type { CompletionTimings } from "../llama/context.js";
 import type { LlamaModel } from "../llama/model.js";
 import type { GenerationOptions, ModelOptions } from "../llama/options.js";
-import { createProgressRenderer } from "../oci/progress-renderer.js";
 import type { CliContext } from "./context.js";
+import { startReporting } from "./registry-io.js";
 import { UsageError } from "./output.js";
 
 type OptionsConfig = NonNullable<ParseArgsConfig["options"]>;
@@ -203,19 +203,15 @@ export async function openModel(
   };
   if (source.kind === "file") return llama.loadModel(source.path, modelOptions);
 
-  const renderer = createProgressRenderer({ stream: cli.stderr, quiet: values.quiet, env: cli.env });
+  const { renderer, reporting } = startReporting(cli, { quiet: values.quiet, verbose });
   try {
     return await llama.fromDocker(source.reference, {
       ...modelOptions,
+      ...reporting,
       cacheDir: values["cache-dir"],
       offline: values.offline,
       insecureRegistries: values["insecure-registry"],
       registryMirrors: values["registry-mirror"],
-      verbose: verbose || undefined,
-      env: cli.env,
-      onProgress: renderer.onProgress,
-      onWarning: (message) => renderer.onProgress({ type: "warning", message }),
-      onDebug: (message) => cli.stderr.write(`debug: ${message}\n`),
     });
   } finally {
     renderer.close();
