@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { LlamaOciError } from "../src/errors.js";
-import { modelFiles, safeRelativePath } from "../src/oci/artifact.js";
-import { sha256Digest } from "../src/oci/digest.js";
-import { parseManifest, type Descriptor, type ImageManifest } from "../src/oci/manifest.js";
+import { modelFiles, safeRelativePath } from "../src/oci/model/index.js";
+import { sha256Digest } from "../src/oci/name/index.js";
+import { parseManifest, type Descriptor, type ImageManifest } from "../src/oci/model/index.js";
 
 const d = (seed: string) => sha256Digest(Buffer.from(seed));
 

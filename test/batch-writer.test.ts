@@ -4,7 +4,7 @@ import { randomBytes } from "node:crypto";
 import { open, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, test } from "vitest";
-import { BatchWriter } from "../src/oci/batch-writer.js";
+import { BatchWriter } from "../src/oci/store/index.js";
 import { makeTempDir, removeDir } from "./helpers/tmp.js";
 
 let dir: string;

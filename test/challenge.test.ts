@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { parseScopes, parseWwwAuthenticate, preferredChallenge } from "../src/oci/challenge.js";
+import { parseScopes, parseWwwAuthenticate, preferredChallenge } from "../src/oci/transport/index.js";
 
 describe("parseWwwAuthenticate", () => {
   it("reads a Docker Hub bearer challenge", () => {

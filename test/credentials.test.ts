@@ -3,15 +3,15 @@ import { dirname, join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { LlamaOciError } from "../src/errors.js";
 import type { Logger } from "../src/log.js";
-import { runCredentialHelper } from "../src/oci/credential-helper.js";
-import { convertToHostname } from "../src/oci/docker-config.js";
+import { runCredentialHelper } from "../src/oci/authn/credential-helper.js";
+import { convertToHostname } from "../src/oci/authn/docker-config.js";
 import {
   credentialKey,
   describeCredential,
   resolveCredentials,
   type Credential,
   type CredentialOptions,
-} from "../src/oci/credentials.js";
+} from "../src/oci/authn/index.js";
 import { makeTempDir, removeDir } from "./helpers/tmp.js";
 
 const HUB = "https://index.docker.io/v1/";

@@ -9,7 +9,7 @@ import { join, relative } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { listModels, pruneCache, pull, removeModels, tagModel, type ModelListing } from "../src/index.js";
 import { formatAge, formatSize } from "../src/cli/human-format.js";
-import { Store } from "../src/oci/store.js";
+import { Store } from "../src/oci/store/index.js";
 import { dockerV01, fakeGguf } from "./helpers/artifacts.js";
 import { cliEnv, describeRun, lines, runCli, type CliResult } from "./helpers/cli.js";
 import { digestOf, pushArtifact } from "./helpers/push.js";

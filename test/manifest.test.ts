@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { LlamaOciError } from "../src/errors.js";
-import { digestHex, parseDigest, sha256Digest } from "../src/oci/digest.js";
-import { MAX_MANIFEST_BYTES, parseManifest, selectManifestFromIndex, type ImageIndex } from "../src/oci/manifest.js";
+import { digestHex, parseDigest, sha256Digest } from "../src/oci/name/index.js";
+import { MAX_MANIFEST_BYTES, parseManifest, selectManifestFromIndex, type ImageIndex } from "../src/oci/model/index.js";
 import {
   CNCF_MODEL_MANIFEST,
   DOCKER_GGUF,
@@ -11,7 +11,7 @@ import {
   MANIFEST_ACCEPT,
   OCI_INDEX,
   OCI_MANIFEST,
-} from "../src/oci/media-types.js";
+} from "../src/oci/model/index.js";
 
 const d = (seed: string) => sha256Digest(Buffer.from(seed));
 

@@ -12,8 +12,8 @@ import { afterAll, beforeAll, beforeEach, describe, expect, test } from "vitest"
 import { LlamaOciError, packageModel, pull, pushModel, tagModel, type ProgressEvent, type PushResult } from "../src/index.js";
 import { GgmlType, ggmlTensorBytes, GgufValueType } from "../src/gguf/types.js";
 import { GgufWriter } from "../src/gguf/writer.js";
-import { formatBinarySize, formatParameterCount } from "../src/oci/model-config.js";
-import { createProgressRenderer } from "../src/oci/progress-renderer.js";
+import { formatBinarySize, formatParameterCount } from "../src/oci/model/index.js";
+import { createProgressRenderer } from "../src/cli/progress-renderer.js";
 import { cliEnv, describeRun, lines, runCli } from "./helpers/cli.js";
 import { authField, makeAuthSandbox } from "./helpers/docker-config.js";
 import { startFaultProxy, type FaultProxy, type ProxiedRequest } from "./helpers/fault-proxy.js";

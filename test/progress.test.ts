@@ -6,14 +6,15 @@ import { Writable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import ts from "typescript";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { formatMB, shortDigest, SpeedMeter, type ProgressEvent } from "../src/oci/progress.js";
+import type { ProgressEvent } from "../src/oci/progress.js";
+import { formatMB, shortDigest, SpeedMeter } from "../src/cli/progress-format.js";
 import {
   BAR_WIDTH,
   createProgressRenderer,
   formatProgressLine,
   progressBar,
   type RendererOptions,
-} from "../src/oci/progress-renderer.js";
+} from "../src/cli/progress-renderer.js";
 import { hasScript, runInPty } from "./helpers/pty.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -326,8 +327,8 @@ describe("under a real terminal", () => {
   beforeAll(() => {
     // The fixture runs in plain node: compile the two renderer sources (type-only imports vanish) into a temp dir.
     modules = mkdtempSync(join(tmpdir(), "llama-oci-progress-"));
-    for (const name of ["progress", "progress-renderer"]) {
-      const source = readFileSync(join(root, "src/oci", `${name}.ts`), "utf8");
+    for (const name of ["progress-format", "progress-renderer"]) {
+      const source = readFileSync(join(root, "src/cli", `${name}.ts`), "utf8");
       const { outputText } = ts.transpileModule(source, {
         compilerOptions: { module: ts.ModuleKind.ES2022, target: ts.ScriptTarget.ES2022 },
       });

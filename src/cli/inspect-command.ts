@@ -4,6 +4,7 @@ import { inspectModel } from "../oci/inspect.js";
 import { formatInspect } from "./inspect-format.js";
 import { UsageError } from "./output.js";
 import type { CliContext } from "./context.js";
+import { REGISTRY_FLAGS, REGISTRY_USAGE, registryOptions } from "./registry-io.js";
 
 export const INSPECT_USAGE = `Usage: llama-oci inspect <reference> [options]
 
@@ -16,9 +17,9 @@ GGUF header is read from the registry (HTTP Range requests), never the whole fil
 Options:
   --remote                    ask the registry even when the model is cached
   --json                      print the whole result as JSON (the full chat template and GGUF metadata)
-  --cache-dir <dir>           cache root (default: $LLAMA_CACHE, $XDG_CACHE_HOME/llama.cpp, ~/.cache/llama.cpp)
   --offline                   use the cache only, no network (also LLAMA_OCI_OFFLINE=1)
-  --insecure-registry <host>  allow plain HTTP for this registry (repeatable; also LLAMA_OCI_INSECURE_REGISTRIES)
+${REGISTRY_USAGE}
+  -q, --quiet                 no warnings
   -v, --verbose               trace every HTTP exchange on stderr (also LLAMA_OCI_DEBUG=1)
   -h, --help                  show this help`;
 
@@ -26,15 +27,7 @@ export async function inspectCommand(argv: string[], cli: CliContext): Promise<n
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: {
-      remote: { type: "boolean" },
-      json: { type: "boolean" },
-      "cache-dir": { type: "string" },
-      offline: { type: "boolean" },
-      "insecure-registry": { type: "string", multiple: true },
-      verbose: { type: "boolean", short: "v" },
-      help: { type: "boolean", short: "h" },
-    },
+    options: { ...REGISTRY_FLAGS, remote: { type: "boolean" }, json: { type: "boolean" }, offline: { type: "boolean" } },
   });
   if (values.help) {
     cli.stdout.write(`${INSPECT_USAGE}\n`);
@@ -44,14 +37,13 @@ export async function inspectCommand(argv: string[], cli: CliContext): Promise<n
   if (values.remote && values.offline) throw new UsageError("--remote and --offline exclude each other");
 
   const result = await inspectModel(positionals[0]!, {
+    ...registryOptions(values),
     remote: values.remote,
-    cacheDir: values["cache-dir"],
     offline: values.offline,
-    insecureRegistries: values["insecure-registry"],
     verbose: values.verbose || undefined,
     env: cli.env,
     signal: cli.signal,
-    onWarning: (message) => cli.stderr.write(`warning: ${message}\n`),
+    onWarning: (message) => void (values.quiet ? undefined : cli.stderr.write(`warning: ${message}\n`)),
     onDebug: (message) => cli.stderr.write(`debug: ${message}\n`),
   });
   cli.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : formatInspect(result));

@@ -1,7 +1,7 @@
 /** The human-readable form of an InspectResult: `key: value` lines in sections, and a table of the layers. */
 import type { InspectResult } from "../oci/inspect.js";
-import { formatParameterCount } from "../oci/model-config.js";
-import { shortDigest } from "../oci/progress.js";
+import { formatParameterCount } from "../oci/model/index.js";
+import { shortDigest } from "./progress-format.js";
 import { formatSize, formatTable } from "./human-format.js";
 
 /** How much of a chat template the table shows; --json has all of it. */

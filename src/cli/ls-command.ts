@@ -1,6 +1,6 @@
 /** `llama-oci ls`: the cached models, one row per tag, as `docker model ls` shows them. */
 import { parseArgs } from "node:util";
-import { listModels } from "../oci/catalog.js";
+import { listModels } from "../oci/cache/index.js";
 import { formatAge, formatSize, formatTable } from "./human-format.js";
 import { UsageError } from "./output.js";
 import type { CliContext } from "./context.js";

@@ -1,10 +1,10 @@
 /** `llama-oci package`: build a model artifact from local GGUF files into the cache, and push it with --push. */
 import { parseArgs } from "node:util";
-import { formatMB, shortDigest } from "../oci/progress.js";
+import { formatMB, shortDigest } from "./progress-format.js";
 import { packageModel, type PackageFormat } from "../oci/package.js";
 import { UsageError } from "./output.js";
 import type { CliContext } from "./context.js";
-import { REGISTRY_FLAGS, startReporting } from "./registry-io.js";
+import { REGISTRY_FLAGS, REGISTRY_USAGE, registryOptions, startReporting } from "./registry-io.js";
 
 export const PACKAGE_USAGE = `Usage: llama-oci package --gguf <file> [options] <reference>
 
@@ -22,8 +22,7 @@ Options:
   --context-size <n>          context size recorded in the config (default: the GGUF's context length)
   --format <docker|cncf>      Docker model artifact v0.1 (default) or CNCF ModelPack
   --push                      also push the artifact to its registry
-  --cache-dir <dir>           cache root (default: $LLAMA_CACHE, $XDG_CACHE_HOME/llama.cpp, ~/.cache/llama.cpp)
-  --insecure-registry <host>  allow plain HTTP for this registry (repeatable; also LLAMA_OCI_INSECURE_REGISTRIES)
+${REGISTRY_USAGE}
   -q, --quiet                 no progress output
   --json                      print the whole result as JSON
   -v, --verbose               trace every HTTP exchange on stderr (also LLAMA_OCI_DEBUG=1)
@@ -42,6 +41,7 @@ export async function packageCommand(argv: string[], cli: CliContext): Promise<n
       format: { type: "string" },
       push: { type: "boolean" },
       ...REGISTRY_FLAGS,
+      json: { type: "boolean" },
     },
   });
   if (values.help) {
@@ -71,8 +71,7 @@ export async function packageCommand(argv: string[], cli: CliContext): Promise<n
       contextSize,
       format: format as PackageFormat,
       push: values.push,
-      cacheDir: values["cache-dir"],
-      insecureRegistries: values["insecure-registry"],
+      ...registryOptions(values),
       ...reporting,
       onFileAdded: (file) => {
         if (!values.quiet) cli.stderr.write(`${shortDigest(file.digest)}: Added ${file.filename} (${formatMB(file.size)})\n`);

@@ -1,6 +1,6 @@
 /** `llama-oci prune`: delete what no tag uses and stale partial downloads; prints each item and the total. */
 import { parseArgs } from "node:util";
-import { pruneCache, type PrunedKind } from "../oci/cache-prune.js";
+import { pruneCache, type PrunedKind } from "../oci/cache/index.js";
 import { formatSize } from "./human-format.js";
 import { UsageError } from "./output.js";
 import type { CliContext } from "./context.js";

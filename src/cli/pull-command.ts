@@ -3,7 +3,7 @@ import { parseArgs } from "node:util";
 import { pull } from "../oci/pull.js";
 import { UsageError } from "./output.js";
 import type { CliContext } from "./context.js";
-import { REGISTRY_FLAGS, startReporting } from "./registry-io.js";
+import { PULL_FLAGS, PULL_USAGE_LINES, pullOptions, REGISTRY_FLAGS, REGISTRY_USAGE, startReporting } from "./registry-io.js";
 
 export const PULL_USAGE = `Usage: llama-oci pull <reference> [options]
 
@@ -12,12 +12,8 @@ Pull a GGUF model from an OCI registry into the cache and print its path.
   <reference>                 [registry/]repository[:tag|@digest]; a bare name means docker.io/ai/<name>
 
 Options:
-  --cache-dir <dir>           cache root (default: $LLAMA_CACHE, $XDG_CACHE_HOME/llama.cpp, ~/.cache/llama.cpp)
-  --offline                   resolve from the cache only, no network (also LLAMA_OCI_OFFLINE=1)
-  --verify                    re-hash cached files instead of trusting the recorded verification
-  --insecure-registry <host>  allow plain HTTP for this registry (repeatable; also LLAMA_OCI_INSECURE_REGISTRIES)
-  --registry-mirror <url>     try this mirror before the registry: URL for Docker Hub, HOST=URL for registry HOST
-                              (repeatable, in order; also LLAMA_OCI_REGISTRY_MIRRORS, comma-separated)
+${REGISTRY_USAGE}
+${PULL_USAGE_LINES}
   -q, --quiet                 no progress output
   --json                      print the whole result as JSON instead of the path
   -v, --verbose               trace every HTTP exchange on stderr (also LLAMA_OCI_DEBUG=1)
@@ -27,12 +23,7 @@ export async function pullCommand(argv: string[], cli: CliContext): Promise<numb
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: {
-      ...REGISTRY_FLAGS,
-      offline: { type: "boolean" },
-      verify: { type: "boolean" },
-      "registry-mirror": { type: "string", multiple: true },
-    },
+    options: { ...REGISTRY_FLAGS, ...PULL_FLAGS, json: { type: "boolean" } },
   });
   if (values.help) {
     cli.stdout.write(`${PULL_USAGE}\n`);
@@ -43,11 +34,7 @@ export async function pullCommand(argv: string[], cli: CliContext): Promise<numb
   const { renderer, reporting } = startReporting(cli, values);
   try {
     const result = await pull(positionals[0]!, {
-      cacheDir: values["cache-dir"],
-      offline: values.offline,
-      verify: values.verify,
-      insecureRegistries: values["insecure-registry"],
-      registryMirrors: values["registry-mirror"],
+      ...pullOptions(values),
       ...reporting,
     });
     renderer.close();

@@ -3,7 +3,7 @@ import { parseArgs } from "node:util";
 import { pushModel } from "../oci/push.js";
 import { UsageError } from "./output.js";
 import type { CliContext } from "./context.js";
-import { REGISTRY_FLAGS, startReporting } from "./registry-io.js";
+import { REGISTRY_FLAGS, REGISTRY_USAGE, registryOptions, startReporting } from "./registry-io.js";
 
 export const PUSH_USAGE = `Usage: llama-oci push <reference> [options]
 
@@ -14,8 +14,7 @@ Credentials come from Docker's configuration, as for pulls ('docker login <regis
   <reference>                 [registry/]repository[:tag] of a cached model
 
 Options:
-  --cache-dir <dir>           cache root (default: $LLAMA_CACHE, $XDG_CACHE_HOME/llama.cpp, ~/.cache/llama.cpp)
-  --insecure-registry <host>  allow plain HTTP for this registry (repeatable; also LLAMA_OCI_INSECURE_REGISTRIES)
+${REGISTRY_USAGE}
   -q, --quiet                 no progress output
   --json                      print the whole result as JSON
   -v, --verbose               trace every HTTP exchange on stderr (also LLAMA_OCI_DEBUG=1)
@@ -25,9 +24,7 @@ export async function pushCommand(argv: string[], cli: CliContext): Promise<numb
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: {
-      ...REGISTRY_FLAGS,
-    },
+    options: { ...REGISTRY_FLAGS, json: { type: "boolean" } },
   });
   if (values.help) {
     cli.stdout.write(`${PUSH_USAGE}\n`);
@@ -38,8 +35,7 @@ export async function pushCommand(argv: string[], cli: CliContext): Promise<numb
   const { renderer, reporting } = startReporting(cli, values);
   try {
     const result = await pushModel(positionals[0]!, {
-      cacheDir: values["cache-dir"],
-      insecureRegistries: values["insecure-registry"],
+      ...registryOptions(values),
       ...reporting,
     });
     renderer.close();

@@ -1,6 +1,6 @@
 /** `llama-oci rm`: remove names from the cache, and whatever only they used; prints like `docker rmi`. */
 import { parseArgs } from "node:util";
-import { removeModels } from "../oci/cache-remove.js";
+import { removeModels } from "../oci/cache/index.js";
 import { formatError, UsageError } from "./output.js";
 import type { CliContext } from "./context.js";
 

@@ -9,7 +9,7 @@ import type { CompletionTimings } from "../llama/context.js";
 import type { LlamaModel } from "../llama/model.js";
 import type { GenerationOptions, ModelOptions } from "../llama/options.js";
 import type { CliContext } from "./context.js";
-import { startReporting } from "./registry-io.js";
+import { PULL_FLAGS, PULL_USAGE_LINES, pullOptions, REGISTRY_FLAGS, REGISTRY_USAGE, startReporting } from "./registry-io.js";
 import { UsageError } from "./output.js";
 
 type OptionsConfig = NonNullable<ParseArgsConfig["options"]>;
@@ -21,13 +21,8 @@ export const MODEL_OPTIONS = {
   "docker-repo": { type: "string" },
   "gpu-layers": { type: "string" },
   threads: { type: "string", short: "t" },
-  "cache-dir": { type: "string" },
-  offline: { type: "boolean" },
-  "insecure-registry": { type: "string", multiple: true },
-  "registry-mirror": { type: "string", multiple: true },
-  quiet: { type: "boolean", short: "q" },
-  verbose: { type: "boolean", short: "v" },
-  help: { type: "boolean", short: "h" },
+  ...REGISTRY_FLAGS,
+  ...PULL_FLAGS,
 } as const satisfies OptionsConfig;
 
 /** Sampling and context flags shared by run and chat. */
@@ -68,10 +63,8 @@ Loading:
   -t, --threads <N>           CPU threads (default: physical cores)
 
 Pulling:
-  --cache-dir <dir>           cache root (default: $LLAMA_CACHE, $XDG_CACHE_HOME/llama.cpp, ~/.cache/llama.cpp)
-  --offline                   resolve from the cache only, no network (also LLAMA_OCI_OFFLINE=1)
-  --insecure-registry <host>  allow plain HTTP for this registry (repeatable)
-  --registry-mirror <url>     try this mirror first: URL for Docker Hub, HOST=URL for registry HOST (repeatable)
+${REGISTRY_USAGE}
+${PULL_USAGE_LINES}
   -q, --quiet                 no progress or timing output
   -v, --verbose               HTTP traces and llama.cpp's log on stderr
   -h, --help                  show this help`;
@@ -208,10 +201,7 @@ export async function openModel(
     return await llama.fromDocker(source.reference, {
       ...modelOptions,
       ...reporting,
-      cacheDir: values["cache-dir"],
-      offline: values.offline,
-      insecureRegistries: values["insecure-registry"],
-      registryMirrors: values["registry-mirror"],
+      ...pullOptions(values),
     });
   } finally {
     renderer.close();

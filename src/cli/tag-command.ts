@@ -1,6 +1,6 @@
 /** `llama-oci tag`: give a cached model a second name; prints nothing on success, as `docker tag`. */
 import { parseArgs } from "node:util";
-import { tagModel } from "../oci/cache-tag.js";
+import { tagModel } from "../oci/cache/index.js";
 import { UsageError } from "./output.js";
 import type { CliContext } from "./context.js";
 

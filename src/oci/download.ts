@@ -5,33 +5,30 @@
  * downloaded by one process at a time (a lock per blob); others wait and then find it in the cache.
  */
 import { createHash, type Hash } from "node:crypto";
-import { createReadStream } from "node:fs";
 import { open, readFile, stat, truncate, writeFile } from "node:fs/promises";
-import { finished, pipeline } from "node:stream/promises";
+import { finished } from "node:stream/promises";
 import { LlamaOciError, abortError, isAbort } from "../errors.js";
 import type { Logger } from "../log.js";
-import { BatchWriter } from "./batch-writer.js";
-import { parseDigest } from "./digest.js";
-import { delay } from "./lock.js";
+import { parseDigest } from "./name/index.js";
 import type { ProgressListener } from "./progress.js";
-import { retryAfterMs } from "./registry-errors.js";
-import type { RegistryClient } from "./registry-client.js";
-import type { Store } from "./store.js";
-import { describeNetworkError, headerValue, isTransientNetworkError, type HttpResponse } from "./transport.js";
-
-export interface RetryPolicy {
-  /** Attempts in a row without progress before giving up. */
-  attempts: number;
-  baseDelayMs: number;
-  maxDelayMs: number;
-  /** A Retry-After longer than this fails fast instead of waiting. */
-  maxRetryAfterMs: number;
-}
-
-export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, baseDelayMs: 1000, maxDelayMs: 30_000, maxRetryAfterMs: 60_000 };
+import { contentRangeStart, openBlob } from "./remote/index.js";
+import { BatchWriter, hashFile, type Store } from "./store/index.js";
+import {
+  backoffMs,
+  delay,
+  describeNetworkError,
+  headerValue,
+  isRetryableStatus,
+  isTransientNetworkError,
+  retryAfterMs,
+  retryPolicy,
+  type HttpResponse,
+  type RegistryTransport,
+  type RetryPolicy,
+} from "./transport/index.js";
 
 export interface BlobRequest {
-  client: RegistryClient;
+  client: RegistryTransport;
   store: Store;
   repository: string;
   digest: string;
@@ -55,7 +52,7 @@ const PROGRESS_INTERVAL_MS = 50;
 
 export async function downloadBlob(request: BlobRequest): Promise<BlobResult> {
   const { store, digest, size, onProgress } = request;
-  if (await store.hasBlob(digest, size)) {
+  if (await store.blobs.has(digest, size)) {
     onProgress?.({ type: "layer-done", digest, size, fromCache: true });
     return { fromCache: true, bytesTransferred: 0 };
   }
@@ -64,12 +61,12 @@ export async function downloadBlob(request: BlobRequest): Promise<BlobResult> {
     onWait: () => request.logger.debug(`waiting for another download of ${digest}`),
   });
   try {
-    if (await store.hasBlob(digest, size)) {
+    if (await store.blobs.has(digest, size)) {
       onProgress?.({ type: "layer-done", digest, size, fromCache: true });
       return { fromCache: true, bytesTransferred: 0 };
     }
     const bytesTransferred = await fetchIntoPartial(request);
-    await store.commitBlob(digest);
+    await store.blobs.commit(digest);
     onProgress?.({ type: "layer-done", digest, size, fromCache: false });
     return { fromCache: false, bytesTransferred };
   } finally {
@@ -85,14 +82,14 @@ interface PartialState {
 
 async function openPartial(request: BlobRequest): Promise<PartialState> {
   const { store, digest, size } = request;
-  const partial = store.partialPath(digest);
-  const recorded = (await readFile(store.partialDigestPath(digest), "utf8").catch(() => "")).trim();
+  const partial = store.blobs.partialPath(digest);
+  const recorded = (await readFile(store.blobs.partialDigestPath(digest), "utf8").catch(() => "")).trim();
   const existing = await stat(partial).catch(() => undefined);
   if (recorded === digest && existing?.isFile() && existing.size <= size) {
     return hashPrefix(partial, digest, existing.size);
   }
-  await store.discardPartial(digest);
-  await writeFile(store.partialDigestPath(digest), `${digest}\n`);
+  await store.blobs.discardPartial(digest);
+  await writeFile(store.blobs.partialDigestPath(digest), `${digest}\n`);
   await writeFile(partial, "");
   return { hash: newHash(digest), offset: 0 };
 }
@@ -102,19 +99,13 @@ function newHash(digest: string): Hash {
 }
 
 async function hashPrefix(path: string, digest: string, length: number): Promise<PartialState> {
-  const hash = newHash(digest);
-  if (length > 0) {
-    await pipeline(createReadStream(path, { start: 0, end: length - 1, highWaterMark: 1 << 20 }), async (source: AsyncIterable<Buffer>) => {
-      for await (const chunk of source) hash.update(chunk);
-    });
-  }
-  return { hash, offset: length };
+  return { hash: await hashFile(path, parseDigest(digest).algorithm, { length }), offset: length };
 }
 
 async function fetchIntoPartial(request: BlobRequest): Promise<number> {
   const { store, digest, size, onProgress, signal, logger } = request;
-  const policy = { ...DEFAULT_RETRY, ...request.retry };
-  const partial = store.partialPath(digest);
+  const policy = retryPolicy(request.retry);
+  const partial = store.blobs.partialPath(digest);
   let state = await openPartial(request);
   onProgress?.({ type: "layer-start", digest, size, filename: request.filename, resumeFrom: state.offset });
   if (state.offset > 0) logger.debug(`resuming ${digest} from byte ${state.offset}`);
@@ -127,7 +118,7 @@ async function fetchIntoPartial(request: BlobRequest): Promise<number> {
     let retryDelay: number | undefined;
     let reason = "";
     try {
-      const response = await request.client.openBlob(request.repository, digest, {
+      const response = await openBlob(request.client, request.repository, digest, {
         headers: startOffset > 0 ? { range: `bytes=${startOffset}-${size - 1}` } : {},
         signal,
         bodyTimeoutMs: request.stallTimeoutMs ?? 30_000,
@@ -169,8 +160,7 @@ async function fetchIntoPartial(request: BlobRequest): Promise<number> {
         hint: "run the same pull again: it resumes from the bytes already downloaded",
       });
     }
-    const backoff = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (failures - 1));
-    const wait = retryDelay ?? Math.round(backoff * (0.8 + Math.random() * 0.4));
+    const wait = retryDelay ?? backoffMs(policy, failures);
     logger.debug(`retrying ${digest} in ${wait} ms (attempt ${failures + 1}/${policy.attempts}): ${reason}`);
     onProgress?.({ type: "layer-retry", digest, attempt: failures + 1, maxAttempts: policy.attempts, delayMs: wait, reason });
     await delay(wait, signal);
@@ -180,13 +170,13 @@ async function fetchIntoPartial(request: BlobRequest): Promise<number> {
   const actual = `${parseDigest(digest).algorithm}:${state.hash.digest("hex")}`;
   const written = (await stat(partial)).size;
   if (written !== size) {
-    await store.discardPartial(digest);
+    await store.blobs.discardPartial(digest);
     throw new LlamaOciError("SIZE_MISMATCH", `${request.filename}: received ${written} bytes, the manifest says ${size}`, {
       hint: "the registry served different content than its manifest describes; nothing was cached",
     });
   }
   if (actual !== digest) {
-    await store.discardPartial(digest);
+    await store.blobs.discardPartial(digest);
     throw new LlamaOciError("DIGEST_MISMATCH", `${request.filename}: content digest ${actual} does not match ${digest}`, {
       hint: "the download was corrupted in transit or the registry is serving bad data; nothing was cached, try again",
     });
@@ -213,18 +203,13 @@ async function classify(response: HttpResponse, offset: number, request: BlobReq
     response.body.destroy();
     return { kind: "discard" };
   }
-  if (status === 408 || status === 429 || status >= 500) {
+  if (isRetryableStatus(status)) {
     const after = retryAfterMs(response);
     if (after !== undefined && after > policy.maxRetryAfterMs) throw await request.client.error(response, `blob ${request.digest}`);
     await response.body.dump().catch(() => {});
     return { kind: "retry", delayMs: after, reason: `HTTP ${status}` };
   }
   throw await request.client.error(response, `blob ${request.digest}`);
-}
-
-export function contentRangeStart(value: string | undefined): number | undefined {
-  const match = /^bytes\s+(\d+)-(\d+)\/(\d+|\*)$/i.exec(value?.trim() ?? "");
-  return match ? Number(match[1]) : undefined;
 }
 
 async function writeBody(response: HttpResponse, partial: string, state: PartialState, request: BlobRequest): Promise<number> {
@@ -278,7 +263,7 @@ async function writeBody(response: HttpResponse, partial: string, state: Partial
     });
   }
   if (tooLong) {
-    await request.store.discardPartial(digest);
+    await request.store.blobs.discardPartial(digest);
     throw new LlamaOciError("SIZE_MISMATCH", `${request.filename}: the registry sent more than the ${size} bytes the manifest says`, {
       hint: "the registry served different content than its manifest describes; nothing was cached",
     });

@@ -4,25 +4,30 @@
  * `remote`) the manifest and config come from the registry and only the GGUF header bytes are fetched, with Range
  * requests. Nothing is written to the cache.
  */
-import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { LlamaOciError } from "../errors.js";
 import { createLogger, isTruthy, type Logger } from "../log.js";
 import { ggufFacts, SHOWN_ARRAY_ITEMS, type GgufFacts } from "../gguf/facts.js";
 import { readGgufHeader } from "../gguf/reader.js";
 import type { GgufHeader } from "../gguf/types.js";
-import { modelFiles, type ArtifactFormat, type ModelFile, type ModelFileKind } from "./artifact.js";
-import { defaultCacheDir } from "./cache-dir.js";
-import { entryReference, modelId, resolveLocal, type LocalTarget } from "./catalog.js";
-import { connectRegistry, type RegistryAccessOptions } from "./connect.js";
-import { parseDigest } from "./digest.js";
-import { parseManifest, selectManifestFromIndex, type Descriptor, type ImageManifest } from "./manifest.js";
-import { fetchManifest } from "./manifest-fetch.js";
-import { formatReference, parseReference, type Reference } from "./reference.js";
-import { RegistryClient } from "./registry-client.js";
-import { readRemoteGgufHeader } from "./remote-gguf.js";
-import { Store } from "./store.js";
-import { Transport } from "./transport.js";
+import { describeInput, entryReference, modelId, resolveLocal, type LocalTarget } from "./cache/index.js";
+import {
+  modelFiles,
+  parseManifest,
+  summarizeConfig,
+  type ArtifactFormat,
+  type ConfigSummary,
+  type Descriptor,
+  type ImageManifest,
+  type ModelFile,
+  type ModelFileKind,
+} from "./model/index.js";
+import { parseReference, formatReference, type Reference } from "./name/index.js";
+import { connectRegistry, fetchBlobBytes, fetchModelManifest, readRemoteGgufHeader, type RegistryAccessOptions } from "./remote/index.js";
+import { defaultCacheDir, Store } from "./store/index.js";
+import { HttpClient } from "./transport/index.js";
+
+export type { ConfigSummary } from "./model/index.js";
 
 export interface InspectOptions extends RegistryAccessOptions {
   /** Ask the registry even when the model is cached. */
@@ -41,21 +46,6 @@ export interface InspectLayer {
   filename?: string;
   shard?: { index: number; count: number };
   annotations?: Record<string, string>;
-}
-
-/** The fields of a model config users look at, from Docker's `config` object or ModelPack's `descriptor`/`config`. */
-export interface ConfigSummary {
-  format?: string;
-  architecture?: string;
-  parameters?: string;
-  quantization?: string;
-  size?: string;
-  contextSize?: number;
-  name?: string;
-  family?: string;
-  created?: string;
-  /** Docker configs: the GGUF metadata (as strings) the packager copied into the config. */
-  gguf?: Record<string, string>;
 }
 
 export interface InspectConfig {
@@ -135,19 +125,11 @@ export async function inspectModel(reference: string, options: InspectOptions = 
   const ref = parseReference(reference);
   const ctx: InspectContext = { ref, canonical: formatReference(ref), logger, options };
   if (!options.remote) logger.debug(`${ctx.canonical} is not cached; asking the registry`);
-  const transport = new Transport({ logger, env });
+  const http = new HttpClient({ logger, env });
   try {
-    return await inspectRemote(ctx, transport);
+    return await inspectRemote(ctx, http);
   } finally {
-    await transport.close();
-  }
-}
-
-function describeInput(input: string): string {
-  try {
-    return formatReference(parseReference(input));
-  } catch {
-    return input;
+    await http.close();
   }
 }
 
@@ -177,7 +159,7 @@ async function inspectCached(store: Store, input: string, logger: Logger): Promi
     canonical = named ? formatReference(named) : manifestDigest;
   }
 
-  const [body, record] = await Promise.all([store.readManifest(manifestDigest), store.readModel(manifestDigest)]);
+  const [body, record] = await Promise.all([store.manifests.read(manifestDigest), store.models.read(manifestDigest)]);
   if (!body || !record) return undefined;
   const parsed = parseManifest(body, undefined);
   if (parsed.kind !== "manifest") return undefined;
@@ -185,13 +167,13 @@ async function inspectCached(store: Store, input: string, logger: Logger): Promi
   const { format, files } = modelFiles(manifest);
   const weights = files.filter((file) => file.kind === "gguf");
   for (const file of [manifest.config, ...weights.map((w) => w.descriptor)]) {
-    if (!(await store.hasBlob(file.digest, file.size))) return undefined;
+    if (!(await store.blobs.has(file.digest, file.size))) return undefined;
   }
 
-  const configBytes = await readFile(store.blobPath(manifest.config.digest));
+  const configBytes = await readFile(store.blobs.path(manifest.config.digest));
   const headers: GgufHeader[] = [];
   for (const weight of weights) {
-    headers.push(await readGgufHeader(store.blobPath(weight.descriptor.digest), { maxArrayLength: SHOWN_ARRAY_ITEMS }));
+    headers.push(await readGgufHeader(store.blobs.path(weight.descriptor.digest), { maxArrayLength: SHOWN_ARRAY_ITEMS }));
   }
   return buildResult(canonical, logger, {
     source: "cache",
@@ -209,13 +191,13 @@ async function inspectCached(store: Store, input: string, logger: Logger): Promi
   });
 }
 
-async function inspectRemote(ctx: InspectContext, transport: Transport): Promise<InspectResult> {
+async function inspectRemote(ctx: InspectContext, http: HttpClient): Promise<InspectResult> {
   const { ref, logger, options } = ctx;
   const env = options.env ?? process.env;
-  const { client } = await connectRegistry({
+  const client = await connectRegistry({
     registry: ref.registry,
     apiHost: ref.apiHost,
-    transport,
+    http,
     logger,
     env,
     explicit: options.credentials,
@@ -224,23 +206,15 @@ async function inspectRemote(ctx: InspectContext, transport: Transport): Promise
     signal: options.signal,
   });
 
-
-  const top = await fetchManifest(client, ref.repository, ref.digest ?? ref.tag!, ctx.canonical, options.signal);
-  let model = top;
-  let indexDigest: string | undefined;
-  if (top.parsed.kind === "index") {
-    indexDigest = top.digest;
-    const child = selectManifestFromIndex(top.parsed.index);
-    logger.debug(`index ${top.digest}: using manifest ${child.digest}`);
-    model = await fetchManifest(client, ref.repository, child.digest, `${ctx.canonical} (manifest ${child.digest})`, options.signal);
-  }
-  if (model.parsed.kind !== "manifest") {
-    throw new LlamaOciError("UNSUPPORTED_ARTIFACT", `${ctx.canonical}: an index inside an index is not a model artifact`);
-  }
-  const manifest = model.parsed.manifest;
+  const { model, manifest, indexDigest } = await fetchModelManifest(client, ref.repository, ref.digest ?? ref.tag!, ctx.canonical, options.signal);
+  if (indexDigest !== undefined) logger.debug(`index ${indexDigest}: using manifest ${model.digest}`);
   const { format, files } = modelFiles(manifest);
 
-  const configBytes = await fetchConfig(client, ref.repository, manifest.config, options.signal);
+  const configBytes = await fetchBlobBytes(client, ref.repository, manifest.config, {
+    what: `the config blob ${manifest.config.digest}`,
+    maxBytes: MAX_CONFIG_BYTES,
+    signal: options.signal,
+  });
   let bytesTransferred = configBytes.length;
   const headers: GgufHeader[] = [];
   for (const weight of files.filter((file) => file.kind === "gguf")) {
@@ -269,35 +243,6 @@ async function inspectRemote(ctx: InspectContext, transport: Transport): Promise
     headers,
     bytesTransferred,
   });
-}
-
-/** The config blob, size-capped and checked against its digest. */
-async function fetchConfig(client: RegistryClient, repository: string, config: Descriptor, signal?: AbortSignal): Promise<Buffer> {
-  const what = `the config blob ${config.digest}`;
-  if (config.size > MAX_CONFIG_BYTES) {
-    throw new LlamaOciError("UNSUPPORTED_ARTIFACT", `${what} is ${config.size} bytes, more than a model config can be (${MAX_CONFIG_BYTES})`);
-  }
-  const response = await client.openBlob(repository, config.digest, { signal, what });
-  if (response.status !== 200) throw await client.error(response, what);
-  const chunks: Buffer[] = [];
-  let length = 0;
-  try {
-    for await (const chunk of response.body as AsyncIterable<Buffer>) {
-      length += chunk.length;
-      if (length > config.size) break;
-      chunks.push(chunk);
-    }
-  } finally {
-    response.body.destroy();
-  }
-  const body = Buffer.concat(chunks);
-  const hash = createHash(parseDigest(config.digest).algorithm).update(body).digest("hex");
-  if (length !== config.size || `${parseDigest(config.digest).algorithm}:${hash}` !== config.digest) {
-    throw new LlamaOciError("DIGEST_MISMATCH", `${client.registry} served ${what} with other content (${length} bytes)`, {
-      hint: "the registry or a proxy in between returned the wrong data; try again",
-    });
-  }
-  return body;
 }
 
 interface Gathered {
@@ -357,46 +302,10 @@ function buildResult(canonical: string, logger: Logger, g: Gathered): InspectRes
   return result;
 }
 
-/** Docker configs keep the facts in `config` (snake_case); ModelPack in `config` (camelCase) and `descriptor`. */
-export function summarizeConfig(content: unknown): ConfigSummary {
-  const root = asObject(content);
-  const inner = asObject(root?.config);
-  const descriptor = asObject(root?.descriptor);
-  const summary: ConfigSummary = {};
-  const set = <K extends keyof ConfigSummary>(key: K, value: ConfigSummary[K] | undefined) => {
-    if (value !== undefined) summary[key] = value;
-  };
-  set("format", text(inner?.format));
-  set("architecture", text(inner?.architecture));
-  set("parameters", text(inner?.parameters) ?? text(inner?.paramSize));
-  set("quantization", text(inner?.quantization));
-  set("size", text(inner?.size));
-  const contextSize = inner?.context_size;
-  if (typeof contextSize === "number" && Number.isFinite(contextSize)) summary.contextSize = contextSize;
-  set("name", text(descriptor?.name));
-  set("family", text(descriptor?.family));
-  set("created", text(descriptor?.createdAt) ?? text(descriptor?.created));
-  const gguf = asObject(inner?.gguf);
-  if (gguf) {
-    summary.gguf = Object.fromEntries(Object.entries(gguf).map(([key, value]) => [key, typeof value === "string" ? value : JSON.stringify(value)]));
-  }
-  return summary;
-}
-
 function parseJson(bytes: Buffer): unknown {
   try {
     return JSON.parse(bytes.toString("utf8"));
   } catch {
     return undefined;
   }
-}
-
-function asObject(value: unknown): Record<string, unknown> | undefined {
-  return value !== null && typeof value === "object" && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
-}
-
-function text(value: unknown): string | undefined {
-  if (typeof value === "string" && value !== "") return value;
-  if (typeof value === "number") return String(value);
-  return undefined;
 }

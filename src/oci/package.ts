@@ -9,12 +9,15 @@ import { stat } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { LlamaOciError } from "../errors.js";
 import { readGgufHeader } from "../gguf/reader.js";
-import { artifactFormat, modelFiles, type ArtifactFormat } from "./artifact.js";
-import { importBufferBlob, importFileBlob, type ImportedBlob } from "./blob-import.js";
-import { defaultCacheDir } from "./cache-dir.js";
-import { sha256Digest } from "./digest.js";
-import type { Descriptor } from "./manifest.js";
 import {
+  artifactFormat,
+  dockerModelConfig,
+  modelFiles,
+  modelPackConfig,
+  parseManifest,
+  readModelFacts,
+  type ArtifactFormat,
+  type Descriptor,
   ANNOTATION_FILE_METADATA,
   ANNOTATION_FILEPATH,
   CNCF_DOC_RAW,
@@ -28,13 +31,11 @@ import {
   DOCKER_MMPROJ,
   DOCKER_MODEL_CONFIG_V01,
   OCI_MANIFEST,
-} from "./media-types.js";
-import { dockerModelConfig, modelPackConfig, readModelFacts } from "./model-config.js";
-import { parseManifest } from "./manifest.js";
+} from "./model/index.js";
+import { formatReference, parseReference, sha256Digest } from "./name/index.js";
 import type { PulledFile } from "./pull.js";
 import { pushModel, type PushOptions, type PushResult } from "./push.js";
-import { formatReference, parseReference } from "./reference.js";
-import { Store, type StoredFile } from "./store.js";
+import { defaultCacheDir, importBufferBlob, importFileBlob, Store, type ImportedBlob, type StoredFile } from "./store/index.js";
 
 export const ANNOTATION_MEDIATYPE_UNTESTED = "org.cncf.model.file.mediatype.untested";
 
@@ -170,16 +171,16 @@ export async function packageModel(options: PackageOptions): Promise<PackageResu
     size: file.descriptor.size,
     filename: file.filename,
   }));
-  await store.writeManifest(digest, body);
-  const modelDir = await store.linkModel(digest, stored);
-  await store.writeModel({
+  await store.manifests.write(digest, body);
+  const modelDir = await store.models.link(digest, stored);
+  await store.models.write({
     manifestDigest: digest,
     format: artifactFormat(parsed.manifest),
     configDigest: config.digest,
     files: stored,
     verifiedAt: new Date().toISOString(),
   });
-  await store.writeTag(ref.registry, ref.repository, ref.tag, {
+  await store.refs.writeTag(ref.registry, ref.repository, ref.tag, {
     reference: canonical,
     digest,
     mediaType: OCI_MANIFEST,

@@ -3,26 +3,25 @@
  * the tag is cached, so an unchanged model costs no GET), picks the model manifest from an index, downloads
  * every file of the artifact (all shards, projector, template, licenses) and lays them out for llama.cpp.
  */
-import { createHash } from "node:crypto";
-import { createReadStream } from "node:fs";
 import { join } from "node:path";
-import { pipeline } from "node:stream/promises";
 import { isAbort, LlamaOciError } from "../errors.js";
 import { createLogger, isTruthy, type Logger } from "../log.js";
-import { modelFiles, type ArtifactFormat, type ModelFileKind } from "./artifact.js";
-import { defaultCacheDir } from "./cache-dir.js";
-import { connectRegistry, type RegistryAccessOptions } from "./connect.js";
-import { parseDigest } from "./digest.js";
-import { downloadBlob, type RetryPolicy } from "./download.js";
-import { parseManifest, selectManifestFromIndex, type ImageManifest } from "./manifest.js";
-import { fetchManifest, headManifest, type FetchedManifest } from "./manifest-fetch.js";
-import { configuredMirrors, pullEndpoints, type PullEndpoint } from "./mirrors.js";
-import { runPool } from "./pool.js";
+import { runPool } from "../util/pool.js";
+import { downloadBlob } from "./download.js";
+import { modelFiles, modelManifestDigest, parseManifest, type ArtifactFormat, type ImageManifest, type ModelFileKind, type ResolvedModel } from "./model/index.js";
+import { formatReference, parseReference, type Reference } from "./name/index.js";
 import type { ProgressListener } from "./progress.js";
-import { formatReference, parseReference, type Reference } from "./reference.js";
-import { RegistryClient } from "./registry-client.js";
-import { Store, type ModelRecord, type StoredFile, type TagRecord } from "./store.js";
-import { describeNetworkError, Transport } from "./transport.js";
+import {
+  configuredMirrors,
+  connectRegistry,
+  fetchModelManifest,
+  headManifest,
+  pullEndpoints,
+  type PullEndpoint,
+  type RegistryAccessOptions,
+} from "./remote/index.js";
+import { defaultCacheDir, digestFile, Store, type ModelRecord, type StoredFile, type TagRecord } from "./store/index.js";
+import { describeNetworkError, HttpClient, type RegistryTransport, type RetryPolicy } from "./transport/index.js";
 
 export interface PullOptions extends RegistryAccessOptions {
   /** Resolve from the cache only, with no network at all (also LLAMA_OCI_OFFLINE=1). */
@@ -100,11 +99,11 @@ export async function pull(reference: string, options: PullOptions = {}): Promis
   };
   if (options.offline ?? isTruthy(env.LLAMA_OCI_OFFLINE)) return pullOffline(ctx);
 
-  const transport = new Transport({ logger, env });
+  const http = new HttpClient({ logger, env });
   try {
-    return await pullOnline(ctx, transport);
+    return await pullOnline(ctx, http);
   } finally {
-    await transport.close();
+    await http.close();
   }
 }
 
@@ -122,15 +121,14 @@ async function pullOffline(ctx: PullContext): Promise<PullResult> {
 /** The model manifest digest the reference resolved to last time, from the cache alone. */
 async function cachedManifestDigest(ctx: PullContext): Promise<string | undefined> {
   const { ref, store } = ctx;
-  if (ref.tag) return (await store.readTag(ref.registry, ref.repository, ref.tag))?.manifestDigest;
+  if (ref.tag) return (await store.refs.readTag(ref.registry, ref.repository, ref.tag))?.manifestDigest;
   if (!ref.digest) return undefined;
-  const body = await store.readManifest(ref.digest);
+  const body = await store.manifests.read(ref.digest);
   if (!body) return undefined;
-  const parsed = parseManifest(body, undefined);
-  return parsed.kind === "index" ? selectManifestFromIndex(parsed.index).digest : ref.digest;
+  return modelManifestDigest({ digest: ref.digest, parsed: parseManifest(body, undefined) });
 }
 
-async function pullOnline(ctx: PullContext, transport: Transport): Promise<PullResult> {
+async function pullOnline(ctx: PullContext, http: HttpClient): Promise<PullResult> {
   const { ref, store, logger, options } = ctx;
   const env = options.env ?? process.env;
 
@@ -144,15 +142,15 @@ async function pullOnline(ctx: PullContext, transport: Transport): Promise<PullR
   // Mirrors first, the registry itself last; one client (and one credential lookup) per endpoint, made when needed.
   const endpoints = pullEndpoints(ref, configuredMirrors(options.registryMirrors, env));
   const origin = endpoints[endpoints.length - 1]!;
-  const clients = new Map<PullEndpoint, Promise<RegistryClient>>();
-  const clientFor = (endpoint: PullEndpoint): Promise<RegistryClient> => {
+  const clients = new Map<PullEndpoint, Promise<RegistryTransport>>();
+  const clientFor = (endpoint: PullEndpoint): Promise<RegistryTransport> => {
     let client = clients.get(endpoint);
-    if (!client) clients.set(endpoint, (client = openClient(ctx, transport, endpoint)));
+    if (!client) clients.set(endpoint, (client = openClient(ctx, http, endpoint)));
     return client;
   };
 
-  const cachedTag = ref.tag ? await store.readTag(ref.registry, ref.repository, ref.tag) : undefined;
-  let served: ({ endpoint: PullEndpoint } & ResolvedManifests) | undefined;
+  const cachedTag = ref.tag ? await store.refs.readTag(ref.registry, ref.repository, ref.tag) : undefined;
+  let served: ({ endpoint: PullEndpoint } & ResolvedModel) | undefined;
   for (const [i, endpoint] of endpoints.entries()) {
     try {
       const resolved = await resolveManifests(ctx, await clientFor(endpoint), endpoint, cachedTag);
@@ -227,13 +225,13 @@ async function pullOnline(ctx: PullContext, transport: Transport): Promise<PullR
   // A blob found in the cache is not ours until the model record below references it: a concurrent `prune` may
   // delete it in between, as unreferenced. Fetch any that went missing once more before linking.
   const vanished = [];
-  for (const file of blobs) if (!(await store.hasBlob(file.digest, file.size))) vanished.push(file);
+  for (const file of blobs) if (!(await store.blobs.has(file.digest, file.size))) vanished.push(file);
   if (vanished.length > 0) {
     logger.debug(`${vanished.length} blob(s) of ${ctx.canonical} left the cache during the pull; fetching them again`);
     transfers.push(...(await runPool(vanished, options.concurrency ?? 4, fetchBlob)));
   }
 
-  await store.writeManifest(model.digest, model.body);
+  await store.manifests.write(model.digest, model.body);
   const record: ModelRecord = {
     manifestDigest: model.digest,
     format,
@@ -241,8 +239,8 @@ async function pullOnline(ctx: PullContext, transport: Transport): Promise<PullR
     files: stored,
     verifiedAt: new Date().toISOString(),
   };
-  const modelDir = await store.linkModel(model.digest, stored);
-  await store.writeModel(record);
+  const modelDir = await store.models.link(model.digest, stored);
+  await store.models.write(record);
   const refRecord = {
     reference: ctx.canonical,
     digest: top.digest,
@@ -251,28 +249,21 @@ async function pullOnline(ctx: PullContext, transport: Transport): Promise<PullR
     resolvedAt: new Date().toISOString(),
   };
   // A pull by digest is recorded too, so that ls shows it and prune keeps it.
-  if (ref.tag) await store.writeTag(ref.registry, ref.repository, ref.tag, refRecord);
-  else if (ref.digest) await store.writeDigestRef(ref.registry, ref.repository, ref.digest, refRecord);
+  if (ref.tag) await store.refs.writeTag(ref.registry, ref.repository, ref.tag, refRecord);
+  else if (ref.digest) await store.refs.writeDigest(ref.registry, ref.repository, ref.digest, refRecord);
   const bytesTransferred = transfers.reduce((sum, t) => sum + t.bytesTransferred, 0);
   const result = buildResult(ctx, record, modelDir, bytesTransferred === 0 && transfers.every((t) => t.fromCache), bytesTransferred);
   return served.endpoint.kind === "mirror" ? { ...result, mirror: served.endpoint.label } : result;
 }
 
-interface ResolvedManifests {
-  /** What the reference names: the model manifest, or an index holding it. */
-  top: FetchedManifest;
-  model: FetchedManifest;
-  manifest: ImageManifest;
-}
-
 /** A client for one endpoint, with the credentials of that endpoint's own host (explicit ones go to the origin only). */
-async function openClient(ctx: PullContext, transport: Transport, endpoint: PullEndpoint): Promise<RegistryClient> {
+async function openClient(ctx: PullContext, http: HttpClient, endpoint: PullEndpoint): Promise<RegistryTransport> {
   const { options } = ctx;
-  const { client } = await connectRegistry({
+  return connectRegistry({
     registry: endpoint.registry,
     apiHost: endpoint.apiHost,
     scheme: endpoint.scheme,
-    transport,
+    http,
     logger: ctx.logger,
     env: options.env ?? process.env,
     explicit: endpoint.kind === "origin" ? options.credentials : undefined,
@@ -280,7 +271,6 @@ async function openClient(ctx: PullContext, transport: Transport, endpoint: Pull
     credentialHelperTimeoutMs: options.credentialHelperTimeoutMs,
     signal: options.signal,
   });
-  return client;
 }
 
 /**
@@ -289,10 +279,10 @@ async function openClient(ctx: PullContext, transport: Transport, endpoint: Pull
  */
 async function resolveManifests(
   ctx: PullContext,
-  client: RegistryClient,
+  client: RegistryTransport,
   endpoint: PullEndpoint,
   cachedTag: TagRecord | undefined,
-): Promise<{ cached: PullResult } | ResolvedManifests> {
+): Promise<{ cached: PullResult } | ResolvedModel> {
   const { ref, store, logger, options } = ctx;
   if (cachedTag) {
     const head = await headManifest(client, endpoint.repository, ref.tag!, options.signal);
@@ -301,18 +291,12 @@ async function resolveManifests(
       if (cached) return { cached };
     }
   }
-  const top = await fetchManifest(client, endpoint.repository, ref.digest ?? ref.tag!, ctx.canonical, options.signal);
-  let model = top;
-  if (top.parsed.kind === "index") {
-    await store.writeManifest(top.digest, top.body);
-    const child = selectManifestFromIndex(top.parsed.index);
-    logger.debug(`index ${top.digest}: using manifest ${child.digest}`);
-    model = await fetchManifest(client, endpoint.repository, child.digest, `${ctx.canonical} (manifest ${child.digest})`, options.signal);
+  const resolved = await fetchModelManifest(client, endpoint.repository, ref.digest ?? ref.tag!, ctx.canonical, options.signal);
+  if (resolved.indexDigest !== undefined) {
+    await store.manifests.write(resolved.top.digest, resolved.top.body);
+    logger.debug(`index ${resolved.indexDigest}: using manifest ${resolved.model.digest}`);
   }
-  if (model.parsed.kind !== "manifest") {
-    throw new LlamaOciError("UNSUPPORTED_ARTIFACT", `${ctx.canonical}: an index inside an index is not a model artifact`);
-  }
-  return { top, model, manifest: model.parsed.manifest };
+  return resolved;
 }
 
 function describeEndpoint(endpoint: PullEndpoint): string {
@@ -330,16 +314,16 @@ function configFile(manifest: ImageManifest): StoredFile {
 /** The result for a model whose files are all in the cache, or undefined. */
 async function cachedResult(ctx: PullContext, manifestDigest: string): Promise<PullResult | undefined> {
   const { store, options } = ctx;
-  const record = await store.readModel(manifestDigest);
+  const record = await store.models.read(manifestDigest);
   if (!record) return undefined;
   for (const file of record.files) {
-    if (!(await store.hasBlob(file.digest, file.size))) return undefined;
+    if (!(await store.blobs.has(file.digest, file.size))) return undefined;
   }
   if (options.verify) {
     const bad = await reverifyBlobs(ctx, record.files);
     if (bad > 0) return undefined;
   }
-  const modelDir = await store.linkModel(manifestDigest, record.files);
+  const modelDir = await store.models.link(manifestDigest, record.files);
   for (const file of record.files) options.onProgress?.({ type: "layer-done", digest: file.digest, size: file.size, fromCache: true });
   return buildResult(ctx, record, modelDir, true, 0);
 }
@@ -348,17 +332,13 @@ async function cachedResult(ctx: PullContext, manifestDigest: string): Promise<P
 async function reverifyBlobs(ctx: PullContext, files: StoredFile[]): Promise<number> {
   let bad = 0;
   for (const file of files) {
-    if (!(await ctx.store.hasBlob(file.digest, file.size))) continue;
+    if (!(await ctx.store.blobs.has(file.digest, file.size))) continue;
     ctx.options.onProgress?.({ type: "verifying", digest: file.digest, size: file.size });
-    const hash = createHash(parseDigest(file.digest).algorithm);
-    await pipeline(createReadStream(ctx.store.blobPath(file.digest), { highWaterMark: 1 << 20 }), async (source: AsyncIterable<Buffer>) => {
-      for await (const chunk of source) hash.update(chunk);
-    });
-    const actual = `${parseDigest(file.digest).algorithm}:${hash.digest("hex")}`;
+    const actual = await digestFile(ctx.store.blobs.path(file.digest), file.digest, ctx.options.signal);
     if (actual !== file.digest) {
       bad++;
       ctx.logger.warn(`cached ${file.filename} is corrupt (digest ${actual}); it will be downloaded again`);
-      await ctx.store.removeBlob(file.digest);
+      await ctx.store.blobs.remove(file.digest);
     }
   }
   return bad;

@@ -3,22 +3,16 @@
  * reference names. Blobs the repository has are skipped after a HEAD, blobs cached from another repository of the
  * same registry are mounted, the rest are uploaded from the cache; the manifest goes last, under the tag.
  */
-import { LlamaOciError, abortError, isAbort } from "../errors.js";
-import { createLogger, type Logger } from "../log.js";
-import { ANNOTATION_FILEPATH, ANNOTATION_TITLE } from "./media-types.js";
-import { defaultCacheDir } from "./cache-dir.js";
-import { connectRegistry, type RegistryAccessOptions } from "./connect.js";
-import { sha256Digest } from "./digest.js";
-import { DEFAULT_RETRY, type RetryPolicy } from "./download.js";
-import { delay } from "./lock.js";
-import { parseManifest, type Descriptor } from "./manifest.js";
-import { mountSources } from "./mount-sources.js";
-import { runPool } from "./pool.js";
+import { LlamaOciError } from "../errors.js";
+import { createLogger } from "../log.js";
+import { runPool } from "../util/pool.js";
+import { mountSources } from "./cache/index.js";
+import { ANNOTATION_FILEPATH, ANNOTATION_TITLE, parseManifest, type Descriptor } from "./model/index.js";
+import { formatReference, parseReference, sha256Digest, type Reference } from "./name/index.js";
 import type { ProgressListener, PushOutcome } from "./progress.js";
-import { formatReference, parseReference, type Reference } from "./reference.js";
-import { Store } from "./store.js";
-import { Transport } from "./transport.js";
-import { blobExists, mountBlob, putManifest, uploadBlob, type UploadTarget } from "./upload.js";
+import { blobExists, connectRegistry, mountBlob, putManifest, uploadBlob, type RegistryAccessOptions, type UploadTarget } from "./remote/index.js";
+import { defaultCacheDir, Store } from "./store/index.js";
+import { HttpClient, retryPolicy, withRetries, type RetryPolicy } from "./transport/index.js";
 
 /** Blobs up to this size go up in one PUT; larger ones in PATCH requests of this size. */
 export const DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024;
@@ -80,12 +74,12 @@ export async function pushModel(reference: string, options: PushOptions = {}): P
   const blobs = await localBlobs(store, manifestDigest, [parsed.manifest.config, ...parsed.manifest.layers]);
   const sources = await mountSources(store, ref.registry, ref.repository);
 
-  const transport = new Transport({ logger, env });
+  const http = new HttpClient({ logger, env });
   try {
-    const { client, credential } = await connectRegistry({
+    const client = await connectRegistry({
       registry: ref.registry,
       apiHost: ref.apiHost,
-      transport,
+      http,
       logger,
       env,
       explicit: options.credentials,
@@ -94,17 +88,27 @@ export async function pushModel(reference: string, options: PushOptions = {}): P
       signal: options.signal,
     });
 
-    const target: UploadTarget = { client, transport, credential, repository: ref.repository, logger, signal: options.signal };
+    const target: UploadTarget = { client, repository: ref.repository, logger, signal: options.signal };
     const totalBytes = blobs.reduce((sum, blob) => sum + blob.descriptor.size, 0);
     // As for pulls, progress shows the model's files; the config blob goes up silently.
     const layers = blobs.filter((blob) => !blob.isConfig);
     const layerBytes = layers.reduce((sum, blob) => sum + blob.descriptor.size, 0);
     options.onProgress?.({ type: "push-resolved", reference: canonical, digest: manifestDigest, files: layers.length, totalBytes: layerBytes });
 
-    const retry = { ...DEFAULT_RETRY, ...options.retry };
+    const policy = retryPolicy(options.retry);
+    // A failed blob is pushed again from its HEAD, after a dropped connection, 429 or 5xx.
     const pushed = await runPool(blobs, options.concurrency ?? 3, (blob) =>
-      withRetries(blob, retry, logger, options, () =>
-        pushBlob(store, target, blob, sources.get(blob.descriptor.digest) ?? [], chunkSize, blob.isConfig ? undefined : options.onProgress),
+      withRetries(
+        () => pushBlob(store, target, blob, sources.get(blob.descriptor.digest) ?? [], chunkSize, blob.isConfig ? undefined : options.onProgress),
+        {
+          policy,
+          signal: options.signal,
+          onRetry: (retry) => {
+            const { digest } = blob.descriptor;
+            logger.debug(`push of ${digest} failed (${retry.reason}); retrying in ${retry.delayMs} ms`);
+            options.onProgress?.({ type: "layer-retry", digest, ...retry });
+          },
+        },
       ),
     );
     const echoed = await putManifest(target, ref.tag ?? manifestDigest, body, parsed.mediaType);
@@ -120,14 +124,14 @@ export async function pushModel(reference: string, options: PushOptions = {}): P
       bytesUploaded: pushed.filter((blob) => blob.outcome === "pushed").reduce((sum, blob) => sum + blob.size, 0),
     };
   } finally {
-    await transport.close();
+    await http.close();
   }
 }
 
 /** The manifest a reference names in the cache: a tag record, or a manifest stored under the digest. */
 async function cachedManifest(store: Store, ref: Reference, canonical: string): Promise<{ manifestDigest: string; body: Buffer }> {
-  const manifestDigest = ref.tag ? (await store.readTag(ref.registry, ref.repository, ref.tag))?.manifestDigest : ref.digest;
-  const body = manifestDigest ? await store.readManifest(manifestDigest) : undefined;
+  const manifestDigest = ref.tag ? (await store.refs.readTag(ref.registry, ref.repository, ref.tag))?.manifestDigest : ref.digest;
+  const body = manifestDigest ? await store.manifests.read(manifestDigest) : undefined;
   if (!manifestDigest || !body) {
     throw new LlamaOciError("NOT_FOUND", `${canonical} is not in the local cache (${store.root})`, {
       hint: "package it with 'llama-oci package', pull it, or give a cached model this name with 'llama-oci tag'",
@@ -138,7 +142,7 @@ async function cachedManifest(store: Store, ref: Reference, canonical: string): 
 
 /** Each distinct blob once, config first, with the name it has in the model folder (for progress lines). */
 async function localBlobs(store: Store, manifestDigest: string, descriptors: Descriptor[]): Promise<LocalBlob[]> {
-  const record = await store.readModel(manifestDigest);
+  const record = await store.models.read(manifestDigest);
   const names = new Map(record?.files.map((file) => [file.digest, file.filename]) ?? []);
   const seen = new Set<string>();
   const blobs: LocalBlob[] = [];
@@ -175,7 +179,7 @@ async function pushBlob(
     location = mount.location;
   }
 
-  if (!(await store.hasBlob(digest, size))) {
+  if (!(await store.blobs.has(digest, size))) {
     const where = `${target.client.registry}/${target.repository}`;
     throw new LlamaOciError("CACHE", `${blob.filename} (${digest}) is not in the local cache, and ${where} does not have it`, {
       hint: "llama-oci caches only the files llama.cpp uses; push from the model's original source, or pull it again",
@@ -185,34 +189,10 @@ async function pushBlob(
   await uploadBlob(target, {
     digest,
     size,
-    path: store.blobPath(digest),
+    path: store.blobs.path(digest),
     chunkSize,
     ...(location === undefined ? {} : { location }),
     onProgress: (completed) => onProgress?.({ type: "layer-push-progress", digest, size, completed }),
   });
   return done("pushed");
 }
-
-/** Runs one blob's push again from its HEAD after a dropped connection, 429 or 5xx, with exponential backoff. */
-async function withRetries<T>(blob: LocalBlob, retry: RetryPolicy, logger: Logger, options: PushOptions, task: () => Promise<T>): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await task();
-    } catch (error) {
-      if (isAbort(error) || options.signal?.aborted) throw options.signal?.aborted ? abortError(options.signal) : error;
-      if (attempt >= retry.attempts || !isRetryable(error)) throw error;
-      const delayMs = Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** (attempt - 1));
-      const reason = error instanceof Error ? error.message : String(error);
-      logger.debug(`push of ${blob.descriptor.digest} failed (${reason}); retrying in ${delayMs} ms`);
-      const { digest } = blob.descriptor;
-      options.onProgress?.({ type: "layer-retry", digest, attempt: attempt + 1, maxAttempts: retry.attempts, delayMs, reason });
-      await delay(delayMs, options.signal);
-    }
-  }
-}
-
-function isRetryable(error: unknown): boolean {
-  if (!(error instanceof LlamaOciError)) return false;
-  return error.code === "NETWORK" || error.code === "RATE_LIMITED" || (error.status !== undefined && error.status >= 500);
-}
-

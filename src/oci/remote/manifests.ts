@@ -1,0 +1,96 @@
+/**
+ * Manifests from a registry: HEAD to learn what a tag points to, GET (size-capped, digest-checked) for the body,
+ * and a reference resolved to its model manifest through model/resolve.ts.
+ */
+import { LlamaOciError } from "../../errors.js";
+import { digestOf } from "../name/index.js";
+import {
+  MANIFEST_ACCEPT,
+  MAX_MANIFEST_BYTES,
+  parseManifest,
+  resolveModelManifest,
+  type ManifestDocument,
+  type ResolvedModel,
+} from "../model/index.js";
+import { headerValue, pullScope, type RegistryTransport } from "../transport/index.js";
+
+export type FetchedManifest = ManifestDocument;
+
+/** The digest a tag points to, from a HEAD (which Docker Hub does not count against pull limits). */
+export async function headManifest(
+  client: RegistryTransport,
+  repository: string,
+  reference: string,
+  signal?: AbortSignal,
+): Promise<{ digest: string; mediaType?: string } | undefined> {
+  const response = await client.request(`/v2/${repository}/manifests/${reference}`, {
+    method: "HEAD",
+    headers: { accept: MANIFEST_ACCEPT },
+    scopes: [pullScope(repository)],
+    what: `${repository}:${reference}`,
+    signal,
+  });
+  await response.body.dump().catch(() => {});
+  const digest = headerValue(response.headers, "docker-content-digest");
+  if (response.status !== 200 || !digest) return undefined;
+  return { digest, mediaType: headerValue(response.headers, "content-type") };
+}
+
+export async function fetchManifest(
+  client: RegistryTransport,
+  repository: string,
+  reference: string,
+  what: string,
+  signal?: AbortSignal,
+): Promise<FetchedManifest> {
+  const response = await client.request(`/v2/${repository}/manifests/${reference}`, {
+    headers: { accept: MANIFEST_ACCEPT },
+    scopes: [pullScope(repository)],
+    what,
+    signal,
+  });
+  if (response.status !== 200) throw await client.error(response, what);
+  const declared = Number(headerValue(response.headers, "content-length"));
+  if (declared > MAX_MANIFEST_BYTES) {
+    response.body.destroy();
+    throw tooLarge(what);
+  }
+  const chunks: Buffer[] = [];
+  let length = 0;
+  for await (const chunk of response.body) {
+    length += (chunk as Buffer).length;
+    if (length > MAX_MANIFEST_BYTES) {
+      response.body.destroy();
+      throw tooLarge(what);
+    }
+    chunks.push(chunk as Buffer);
+  }
+  const body = Buffer.concat(chunks);
+  const digest = digestOf(body, reference.startsWith("sha512:") ? "sha512" : "sha256");
+  if (reference.includes(":") && reference !== digest) {
+    throw new LlamaOciError("DIGEST_MISMATCH", `the manifest served for ${what} has digest ${digest}`, {
+      hint: "the registry returned different content than the requested digest; nothing was cached",
+    });
+  }
+  const contentType = headerValue(response.headers, "content-type");
+  const parsed = parseManifest(body, contentType);
+  return { body, digest, mediaType: parsed.mediaType, parsed };
+}
+
+function tooLarge(what: string): LlamaOciError {
+  return new LlamaOciError("UNSUPPORTED_ARTIFACT", `the manifest of ${what} is larger than ${MAX_MANIFEST_BYTES} bytes`, {
+    hint: "this does not look like a model artifact",
+  });
+}
+
+/** The manifest `reference` (a tag or digest) names, and the model manifest in it when it is an index. */
+export async function fetchModelManifest(
+  client: RegistryTransport,
+  repository: string,
+  reference: string,
+  what: string,
+  signal?: AbortSignal,
+): Promise<ResolvedModel> {
+  const top = await fetchManifest(client, repository, reference, what, signal);
+  return resolveModelManifest(top, (digest) => fetchManifest(client, repository, digest, `${what} (manifest ${digest})`, signal), what);
+}

@@ -1,0 +1,16 @@
+/**
+ * store: the cache on disk: its layout, content-addressed blobs, manifests, model records and folders, refs,
+ * cross-process locks, batched and atomic writes, file hashing, and importing local files as blobs.
+ */
+export * from "./store.js";
+export * from "./layout.js";
+export * from "./blobs.js";
+export * from "./manifests.js";
+export * from "./models.js";
+export * from "./refs.js";
+export * from "./lock.js";
+export * from "./atomic-write.js";
+export * from "./batch-writer.js";
+export * from "./hashing.js";
+export * from "./cache-dir.js";
+export * from "./blob-import.js";
