@@ -77,6 +77,24 @@ describe("run", () => {
     expect(viaFile.stdout).toBe(`${expected}\n`);
   });
 
+  test("--verify re-hashes the cached model: a corrupted blob is downloaded again and the output is unchanged", async () => {
+    const runEnv = env();
+    const args = ["run", reference, "-p", PROMPT, "-n", "12", "--temp", "0", "-ngl", "0", "-t", "2", "-q"];
+    const first = await runCli(args, { env: runEnv });
+    expect(first.exitCode, describeRun(first)).toBe(0);
+    // Flip bytes in the cached GGUF blob, keeping its size, so only a re-hash notices.
+    const pulled = await runCli(["pull", reference, "--offline", "--json", "-q"], { env: runEnv });
+    const file = (JSON.parse(pulled.stdout) as { files: { kind: string; path: string }[] }).files.find((f) => f.kind === "gguf")!;
+    const bytes = await readFile(file.path);
+    bytes.fill(0x55, bytes.length - 64);
+    await writeFile(file.path, bytes);
+
+    const verified = await runCli([...args.slice(0, -1), "--verify"], { env: runEnv });
+    expect(verified.exitCode, describeRun(verified)).toBe(0);
+    expect(verified.stderr).toMatch(/warning: cached model\.gguf is corrupt .* downloaded again/);
+    expect(verified.stdout).toBe(`${expected}\n`);
+  });
+
   test("-v shows llama.cpp's own log on stderr", async () => {
     const run = await runCli(["run", "-m", modelPath, "-p", PROMPT, "-n", "2", "--temp", "0", "-v"], { env: env() });
     expect(run.exitCode, describeRun(run)).toBe(0);
