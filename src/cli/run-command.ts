@@ -5,7 +5,7 @@
 import { readFile } from "node:fs/promises";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { llama } from "../llama/llama.js";
-import type { CompletionTimings } from "../llama/context.js";
+import type { CompletionTimings } from "../llama/completion.js";
 import type { LlamaModel } from "../llama/model.js";
 import type { GenerationOptions, ModelOptions } from "../llama/options.js";
 import type { CliContext } from "./context.js";
@@ -124,7 +124,7 @@ export function normalizeArgs(argv: readonly string[], options: OptionsConfig): 
       out.push(alias ? `--${alias}${inline === undefined ? "" : `=${inline}`}` : token);
       continue;
     }
-    if (options[long]!.type === "string" && inline === undefined && i + 1 < argv.length) {
+    if (options[long].type === "string" && inline === undefined && i + 1 < argv.length) {
       out.push(`--${long}=${argv[++i]!}`);
     } else {
       out.push(inline === undefined ? `--${long}` : `--${long}=${inline}`);

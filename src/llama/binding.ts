@@ -47,7 +47,7 @@ export function getBinding(): NativeBinding {
   try {
     loaded = createRequire(join(moduleDir, "x.js"))(path) as NativeBinding;
   } catch (error) {
-    const reason = error instanceof Error ? error.message.split("\n")[0] : String(error);
+    const reason = error instanceof Error ? error.message.split("\n")[0]! : String(error);
     throw new LlamaOciError("NATIVE_UNAVAILABLE", `the llama.cpp addon ${path} does not load: ${reason}`, {
       hint: BUILD_HINT,
       cause: error,

@@ -3,8 +3,10 @@
  * and generates on the session's context; since the formatted history of the previous turns is already in the KV
  * cache, only the new message is evaluated.
  */
-import { createCompletionStream, disposedError, type CompletionResult, type CompletionStream, type LlamaContext } from "./context.js";
-import type { LlamaModel } from "./model.js";
+import { createCompletionStream, type CompletionResult, type CompletionStream } from "./completion.js";
+import type { LlamaContext } from "./context.js";
+import type { ModelHandle } from "./model-handle.js";
+import { disposedError } from "./native-errors.js";
 import { invalid, type ContextOptions, type GenerationOptions } from "./options.js";
 import { TaskQueue } from "./queue.js";
 
@@ -27,8 +29,9 @@ export interface ChatSessionOptions extends ContextOptions {
 
 const CHAT_TOKENIZE = { addSpecial: true, parseSpecial: true } as const;
 
-export class ChatSession {
-  readonly model: LlamaModel;
+/** `Model` is the model the session talks to: LlamaModel for every session that model.createChat() returns. */
+export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<LlamaContext>> {
+  readonly model: Model;
   #options: ChatSessionOptions;
   #history: ChatMessage[];
   #context: Promise<LlamaContext> | undefined;
@@ -37,7 +40,7 @@ export class ChatSession {
   #disposing: Promise<void> | undefined;
 
   /** @internal Use model.createChat(). */
-  constructor(model: LlamaModel, options: ChatSessionOptions) {
+  constructor(model: Model, options: ChatSessionOptions) {
     this.model = model;
     this.#options = options;
     this.#history = initialHistory(options);
@@ -88,7 +91,7 @@ export class ChatSession {
   /** Forgets the conversation (keeping the system prompt, or `history` when given). */
   async reset(history?: ChatMessage[]): Promise<void> {
     this.#assertUsable();
-    await this.#queue.run(async () => {
+    await this.#queue.run(() => {
       this.#history = initialHistory({ ...this.#options, history });
     });
   }

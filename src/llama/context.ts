@@ -3,10 +3,12 @@
  * they were made; the generation loop itself runs in native code on a worker thread, so the event loop stays free.
  * A new prompt that starts with tokens already in the KV cache reuses them instead of evaluating them again.
  */
-import { isAbort, LlamaOciError, type ErrorCode } from "../errors.js";
+import { isAbort, LlamaOciError } from "../errors.js";
 import { getBinding } from "./binding.js";
-import type { LlamaModel } from "./model.js";
-import type { NativeBenchResult, NativeContext, NativeGenerateResult, NativeStopReason } from "./native-types.js";
+import { createCompletionStream, toCompletionResult, type CompletionResult, type CompletionStream } from "./completion.js";
+import type { ModelHandle } from "./model-handle.js";
+import type { NativeBenchResult, NativeContext, NativeGenerateResult } from "./native-types.js";
+import { disposedError, nativeError } from "./native-errors.js";
 import {
   invalid,
   resolveMaxTokens,
@@ -15,36 +17,6 @@ import {
   type GenerationOptions,
 } from "./options.js";
 import { TaskQueue } from "./queue.js";
-
-export type StopReason = NativeStopReason;
-
-export interface CompletionTimings {
-  /** Tokens in the prompt, including those reused from the KV cache. */
-  promptTokens: number;
-  /** Prompt tokens reused from the KV cache (not evaluated again). */
-  cachedTokens: number;
-  generatedTokens: number;
-  /** Time spent evaluating the prompt tokens that were not cached. */
-  promptMs: number;
-  generateMs: number;
-  /** Evaluated (not cached) prompt tokens per second; 0 when nothing was evaluated. */
-  promptTokensPerSecond: number;
-  generatedTokensPerSecond: number;
-}
-
-export interface CompletionResult {
-  text: string;
-  /** "eos": the model ended its answer; "maxTokens"; "stop": a stop string matched; "abort"; "contextFull". */
-  stopReason: StopReason;
-  /** The generated tokens. */
-  tokens: Int32Array;
-  timings: CompletionTimings;
-}
-
-/** Text pieces as they are generated; `result` settles when generation ends. Leaving the loop early stops it. */
-export interface CompletionStream extends AsyncIterable<string> {
-  readonly result: Promise<CompletionResult>;
-}
 
 export interface EmbedOptions {
   /** L2-normalise the vector (default true). */
@@ -66,19 +38,9 @@ const registry = new FinalizationRegistry<{ native: NativeContext; owner: Set<Na
   native.dispose();
 });
 
-export function disposedError(what: string): LlamaOciError {
-  return new LlamaOciError("DISPOSED", `this ${what} has been disposed`, { hint: `create a new ${what} to continue` });
-}
-
-/** A native failure as a LlamaOciError with `code`, keeping the native message. */
-export function nativeError(error: unknown, code: ErrorCode, prefix?: string): LlamaOciError {
-  if (error instanceof LlamaOciError) return error;
-  const message = error instanceof Error ? error.message : String(error);
-  return new LlamaOciError(code, prefix ? `${prefix}: ${message}` : message, { cause: error });
-}
-
-export class LlamaContext {
-  readonly model: LlamaModel;
+/** `Model` is the model the context belongs to: LlamaModel for every context that model.createContext() returns. */
+export class LlamaContext<Model extends ModelHandle = ModelHandle> {
+  readonly model: Model;
   /** The options this context was created with, defaults filled in. */
   readonly options: Readonly<Required<ContextOptions>>;
   /** True for contexts created for embeddings. */
@@ -90,7 +52,7 @@ export class LlamaContext {
   #disposing: Promise<void> | undefined;
 
   /** @internal Use model.createContext(). */
-  constructor(model: LlamaModel, native: NativeContext, options: Required<ContextOptions>, embeddings: boolean, owner: Set<NativeContext>) {
+  constructor(model: Model, native: NativeContext, options: Required<ContextOptions>, embeddings: boolean, owner: Set<NativeContext>) {
     this.model = model;
     this.#native = native;
     this.options = Object.freeze({ ...options });
@@ -225,7 +187,7 @@ export class LlamaContext {
   /** Forgets the KV cache (after queued requests finish). */
   async clear(): Promise<void> {
     this.#assertUsable();
-    await this.#queue.run(async () => {
+    await this.#queue.run(() => {
       this.#assertUsable();
       this.#native.clear();
     });
@@ -284,28 +246,6 @@ function checkStop(stop: string[] | undefined): string[] {
   return stop.filter((s) => s.length > 0);
 }
 
-function perSecond(tokens: number, ms: number): number {
-  return ms > 0 ? (tokens * 1000) / ms : 0;
-}
-
-export function toCompletionResult(result: NativeGenerateResult): CompletionResult {
-  const evaluated = result.promptTokens - result.cachedTokens;
-  return {
-    text: result.text,
-    stopReason: result.stopReason,
-    tokens: result.tokens,
-    timings: {
-      promptTokens: result.promptTokens,
-      cachedTokens: result.cachedTokens,
-      generatedTokens: result.generatedTokens,
-      promptMs: result.promptMs,
-      generateMs: result.generateMs,
-      promptTokensPerSecond: perSecond(evaluated, result.promptMs),
-      generatedTokensPerSecond: perSecond(result.generatedTokens, result.generateMs),
-    },
-  };
-}
-
 function abortedResult(promptTokens: number): CompletionResult {
   return {
     text: "",
@@ -321,65 +261,4 @@ function abortedResult(promptTokens: number): CompletionResult {
       generatedTokensPerSecond: 0,
     },
   };
-}
-
-/**
- * Adapts a callback-style completion to an async iterator. Generation starts at once; pieces are buffered until
- * read. Leaving a `for await` loop early (break, throw) aborts the generation and waits for it to stop.
- */
-export function createCompletionStream(
-  run: (onTextChunk: (text: string) => void, signal: AbortSignal) => Promise<CompletionResult>,
-  options: Pick<GenerationOptions, "signal" | "onTextChunk">,
-): CompletionStream {
-  const controller = new AbortController();
-  const signal = options.signal ? AbortSignal.any([options.signal, controller.signal]) : controller.signal;
-  const pieces: string[] = [];
-  let wake: (() => void) | undefined;
-  let finished = false;
-  let failure: { error: unknown } | undefined;
-
-  const onTextChunk = (text: string) => {
-    pieces.push(text);
-    options.onTextChunk?.(text);
-    wake?.();
-  };
-  const result = run(onTextChunk, signal).then(
-    (value) => {
-      finished = true;
-      wake?.();
-      return value;
-    },
-    (error: unknown) => {
-      finished = true;
-      failure = { error };
-      wake?.();
-      throw error;
-    },
-  );
-  // Errors reach the reader through the iterator; an unread `result` must not become an unhandled rejection.
-  result.catch(() => {});
-
-  const iterator: AsyncIterableIterator<string> = {
-    async next(): Promise<IteratorResult<string>> {
-      for (;;) {
-        if (pieces.length > 0) return { done: false, value: pieces.shift()! };
-        if (finished) {
-          if (failure) throw failure.error;
-          return { done: true, value: undefined };
-        }
-        await new Promise<void>((resolve) => (wake = resolve));
-        wake = undefined;
-      }
-    },
-    async return(): Promise<IteratorResult<string>> {
-      controller.abort(new Error("the stream's reader stopped reading"));
-      pieces.length = 0;
-      await result.catch(() => {});
-      return { done: true, value: undefined };
-    },
-    [Symbol.asyncIterator]() {
-      return iterator;
-    },
-  };
-  return { result, [Symbol.asyncIterator]: () => iterator };
 }

@@ -7,15 +7,10 @@ import { LlamaOciError } from "../errors.js";
 import type { PullResult } from "../oci/pull.js";
 import { getBinding } from "./binding.js";
 import { ChatSession, type ChatMessage, type ChatSessionOptions } from "./chat.js";
-import {
-  createCompletionStream,
-  disposedError,
-  LlamaContext,
-  nativeError,
-  type CompletionResult,
-  type CompletionStream,
-  type EmbedOptions,
-} from "./context.js";
+import { createCompletionStream, type CompletionResult, type CompletionStream } from "./completion.js";
+import { LlamaContext, type EmbedOptions } from "./context.js";
+import type { ModelHandle } from "./model-handle.js";
+import { disposedError, nativeError } from "./native-errors.js";
 import type { NativeContext, NativeContextOptions, NativeModel, NativeModelInfo } from "./native-types.js";
 import {
   invalid,
@@ -53,7 +48,7 @@ const registry = new FinalizationRegistry<{ native: NativeModel; contexts: Set<N
   native.dispose();
 });
 
-export class LlamaModel {
+export class LlamaModel implements ModelHandle<LlamaContext<LlamaModel>> {
   /** The GGUF file that was loaded. */
   readonly path: string;
   readonly info: NativeModelInfo;
@@ -63,9 +58,9 @@ export class LlamaModel {
   pull?: PullResult;
   #native: NativeModel;
   #nativeContexts = new Set<NativeContext>();
-  #contexts = new Set<WeakRef<LlamaContext>>();
-  #defaultContext: Promise<LlamaContext> | undefined;
-  #embeddingContext: Promise<LlamaContext> | undefined;
+  #contexts = new Set<WeakRef<LlamaContext<LlamaModel>>>();
+  #defaultContext: Promise<LlamaContext<LlamaModel>> | undefined;
+  #embeddingContext: Promise<LlamaContext<LlamaModel>> | undefined;
   #metadata: Record<string, string> | undefined;
   #disposing: Promise<void> | undefined;
   /** Native calls on the model itself (tokenize, context creation) that dispose() must wait for. */
@@ -94,7 +89,7 @@ export class LlamaModel {
   }
 
   /** A new context (KV cache) of this model; the model's contextOptions fill in what `options` leaves out. */
-  async createContext(options: CreateContextOptions = {}): Promise<LlamaContext> {
+  async createContext(options: CreateContextOptions = {}): Promise<LlamaContext<LlamaModel>> {
     this.#assertUsable();
     const { embeddings = false, ...rest } = options;
     const resolved = resolveContextOptions({ ...this.contextOptions, ...definedOnly(rest) }, this.info.trainContextLength);
@@ -135,7 +130,7 @@ export class LlamaModel {
   }
 
   /** A multi-turn chat formatted with the model's chat template, on a context of its own unless one is given. */
-  createChat(options: ChatSessionOptions = {}): ChatSession {
+  createChat(options: ChatSessionOptions = {}): ChatSession<LlamaModel> {
     this.#assertUsable();
     return new ChatSession(this, options);
   }
@@ -211,7 +206,7 @@ export class LlamaModel {
    */
   dispose(): Promise<void> {
     this.#disposing ??= (async () => {
-      const contexts = [...this.#contexts].map((ref) => ref.deref()).filter((c): c is LlamaContext => c !== undefined);
+      const contexts = [...this.#contexts].map((ref) => ref.deref()).filter((c): c is LlamaContext<LlamaModel> => c !== undefined);
       await Promise.all(contexts.map((context) => context.dispose()));
       await Promise.allSettled([this.#defaultContext, this.#embeddingContext, ...this.#inflight]);
       registry.unregister(this);
@@ -237,13 +232,16 @@ export class LlamaModel {
     return promise;
   }
 
-  #getDefaultContext(): Promise<LlamaContext> {
+  #getDefaultContext(): Promise<LlamaContext<LlamaModel>> {
     this.#defaultContext ??= this.#createDefault(() => this.createContext(), "default");
     return this.#defaultContext;
   }
 
   /** A lazily created shared context; a failed creation is forgotten so the next call tries again. */
-  #createDefault(create: () => Promise<LlamaContext>, which: "default" | "embeddings"): Promise<LlamaContext> {
+  #createDefault(
+    create: () => Promise<LlamaContext<LlamaModel>>,
+    which: "default" | "embeddings",
+  ): Promise<LlamaContext<LlamaModel>> {
     const promise = create();
     promise.catch(() => {
       if (which === "default" && this.#defaultContext === promise) this.#defaultContext = undefined;

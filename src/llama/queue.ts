@@ -14,7 +14,7 @@ export class TaskQueue {
     return this.#pending;
   }
 
-  run<T>(task: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  run<T>(task: () => T | Promise<T>, signal?: AbortSignal): Promise<T> {
     if (signal?.aborted) return Promise.reject(abortError(signal));
     this.#pending++;
     const previous = this.#tail;

@@ -1,0 +1,20 @@
+/**
+ * ModelHandle: what contexts and chat sessions need from the model they run on. LlamaModel implements it; context.ts
+ * and chat.ts depend on this interface rather than on model.ts, so that model.ts can import them without a cycle.
+ */
+import type { NativeModelInfo } from "./native-types.js";
+import type { ContextOptions, GenerationOptions } from "./options.js";
+
+/** `Context` is what createContext() resolves to (chat sessions need it; contexts themselves do not). */
+export interface ModelHandle<Context = unknown> {
+  readonly info: NativeModelInfo;
+  readonly disposed: boolean;
+  tokenize(text: string, options: { addSpecial: boolean; parseSpecial: boolean }): Promise<Int32Array>;
+  /** The grammar a request asks for, from `grammar` or `jsonSchema`. */
+  grammarFor(options: Pick<GenerationOptions, "grammar" | "jsonSchema">): string | null;
+  applyChatTemplate(
+    messages: readonly { role: string; content: string }[],
+    options: { addAssistantPrompt: boolean; template?: string },
+  ): string;
+  createContext(options: ContextOptions): Promise<Context>;
+}
