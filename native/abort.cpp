@@ -28,6 +28,8 @@ AbortFlagWrap::AbortFlagWrap(const Napi::CallbackInfo& info)
 
 void AbortFlagWrap::Abort(const Napi::CallbackInfo&) { flag_->store(true); }
 
-Napi::Value AbortFlagWrap::Aborted(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), flag_->load()); }
+Napi::Value AbortFlagWrap::Aborted(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), flag_->load());
+}
 
 }  // namespace llama_oci

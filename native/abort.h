@@ -15,7 +15,9 @@ struct StopFlags {
   AbortFlag user;                   // set by abort() in JS; may be null
   std::atomic<bool> cancel{false};  // set when the environment shuts down under a running worker
 
-  bool Requested() const { return cancel.load(std::memory_order_relaxed) || (user && user->load(std::memory_order_relaxed)); }
+  bool Requested() const {
+    return cancel.load(std::memory_order_relaxed) || (user && user->load(std::memory_order_relaxed));
+  }
 };
 
 class AbortFlagWrap : public Napi::ObjectWrap<AbortFlagWrap> {

@@ -66,7 +66,8 @@ Napi::Value SystemInfo(const Napi::CallbackInfo& info) {
   // A source tree without full git history (ours comes from a bundle) reports build number 1: use the version then.
   const std::string commit = llama_commit();
   const int build = llama_build_number();
-  out.Set("llamaCppVersion", (build > 1 ? "b" + std::to_string(build) : std::string(llama_version())) + " (" + commit + ")");
+  out.Set("llamaCppVersion",
+          (build > 1 ? "b" + std::to_string(build) : std::string(llama_version())) + " (" + commit + ")");
   out.Set("supportsGpuOffload", llama_supports_gpu_offload());
   out.Set("supportsMmap", llama_supports_mmap());
   out.Set("maxDevices", Napi::Number::New(env, static_cast<double>(llama_max_devices())));

@@ -31,8 +31,8 @@ class BenchTask : public Task {
     if (nPrompt_ < 0 || nGen_ < 0) throw std::runtime_error("bench: nPrompt and nGen must not be negative");
     const int32_t needed = std::max(nPrompt_, nGen_);
     if (static_cast<uint32_t>(needed) > context.contextSize) {
-      throw std::runtime_error("bench needs a context of at least " + std::to_string(needed) + " tokens, this one has " +
-                               std::to_string(context.contextSize));
+      throw std::runtime_error("bench needs a context of at least " + std::to_string(needed) +
+                               " tokens, this one has " + std::to_string(context.contextSize));
     }
     const llama_vocab* vocab = context.vocab();
     const int32_t vocabSize = llama_vocab_n_tokens(vocab);

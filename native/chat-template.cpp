@@ -20,7 +20,8 @@ std::string OneLine(std::string text) {
   return text;
 }
 
-std::string BuiltinTemplate(const std::string& templateSource, const std::vector<ChatMessage>& messages, bool addAssistantPrompt) {
+std::string BuiltinTemplate(const std::string& templateSource, const std::vector<ChatMessage>& messages,
+                            bool addAssistantPrompt) {
   std::vector<llama_chat_message> chat;
   chat.reserve(messages.size());
   for (const auto& message : messages) chat.push_back({message.role.c_str(), message.content.c_str()});
@@ -30,10 +31,12 @@ std::string BuiltinTemplate(const std::string& templateSource, const std::vector
   size_t capacity = 256;
   for (const auto& message : messages) capacity += 2 * (message.role.size() + message.content.size()) + 64;
   std::string out(capacity, '\0');
-  int32_t n = llama_chat_apply_template(source, chat.data(), chat.size(), addAssistantPrompt, out.data(), static_cast<int32_t>(out.size()));
+  int32_t n = llama_chat_apply_template(source, chat.data(), chat.size(), addAssistantPrompt, out.data(),
+                                        static_cast<int32_t>(out.size()));
   if (n > static_cast<int32_t>(out.size())) {
     out.resize(static_cast<size_t>(n));
-    n = llama_chat_apply_template(source, chat.data(), chat.size(), addAssistantPrompt, out.data(), static_cast<int32_t>(out.size()));
+    n = llama_chat_apply_template(source, chat.data(), chat.size(), addAssistantPrompt, out.data(),
+                                  static_cast<int32_t>(out.size()));
   }
   if (n < 0) throw std::runtime_error("not one of llama.cpp's built-in templates");
   out.resize(static_cast<size_t>(n));
@@ -51,7 +54,8 @@ bool IsBuiltinTemplateName(const std::string& name) {
   return false;
 }
 
-std::string ApplyBuiltinChatTemplate(const std::string& name, const std::vector<ChatMessage>& messages, bool addAssistantPrompt) {
+std::string ApplyBuiltinChatTemplate(const std::string& name, const std::vector<ChatMessage>& messages,
+                                     bool addAssistantPrompt) {
   try {
     return BuiltinTemplate(name, messages, addAssistantPrompt);
   } catch (const std::exception& e) {
@@ -59,9 +63,11 @@ std::string ApplyBuiltinChatTemplate(const std::string& name, const std::vector<
   }
 }
 
-std::shared_ptr<common_chat_templates> LoadChatTemplates(const llama_model* model, const std::string& source, std::string* error) {
+std::shared_ptr<common_chat_templates> LoadChatTemplates(const llama_model* model, const std::string& source,
+                                                         std::string* error) {
   try {
-    return std::shared_ptr<common_chat_templates>(common_chat_templates_init(model, source).release(), common_chat_templates_free);
+    return std::shared_ptr<common_chat_templates>(common_chat_templates_init(model, source).release(),
+                                                  common_chat_templates_free);
   } catch (const std::exception& e) {
     if (error != nullptr) *error = OneLine(e.what());
     return nullptr;
@@ -69,7 +75,8 @@ std::shared_ptr<common_chat_templates> LoadChatTemplates(const llama_model* mode
 }
 
 std::string ApplyChatTemplate(const common_chat_templates* templates, const std::string& templateSource,
-                              const std::string& jinjaError, const std::vector<ChatMessage>& messages, bool addAssistantPrompt) {
+                              const std::string& jinjaError, const std::vector<ChatMessage>& messages,
+                              bool addAssistantPrompt) {
   std::string error = jinjaError;
   if (templates != nullptr) {
     try {
@@ -90,8 +97,8 @@ std::string ApplyChatTemplate(const common_chat_templates* templates, const std:
   try {
     return BuiltinTemplate(templateSource, messages, addAssistantPrompt);
   } catch (const std::exception& e) {
-    throw std::runtime_error("cannot apply the chat template: Jinja failed (" + (error.empty() ? std::string("unknown error") : error) +
-                             ") and it is " + e.what());
+    throw std::runtime_error("cannot apply the chat template: Jinja failed (" +
+                             (error.empty() ? std::string("unknown error") : error) + ") and it is " + e.what());
   }
 }
 

@@ -177,7 +177,9 @@ void ContextWrap::Clear(const Napi::CallbackInfo& info) {
   }
 }
 
-Napi::Value ContextWrap::ContextSize(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), contextSize_); }
+Napi::Value ContextWrap::ContextSize(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), contextSize_);
+}
 Napi::Value ContextWrap::BatchSize(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), batchSize_); }
 
 void ContextWrap::Dispose(const Napi::CallbackInfo&) { Release(true); }
@@ -238,7 +240,8 @@ class CreateContextTask : public Task {
 }  // namespace
 
 Napi::Promise CreateContext(Napi::Env env, const ModelPtr& model, const Napi::Object& options) {
-  if (model->vocabOnly) throw Napi::Error::New(env, "cannot create a context: the model was loaded with vocabOnly (no weights)");
+  if (model->vocabOnly)
+    throw Napi::Error::New(env, "cannot create a context: the model was loaded with vocabOnly (no weights)");
   llama_context_params params = llama_context_default_params();
   params.n_ctx = NonNegative(env, options, "contextSize");
   const uint32_t batch = NonNegative(env, options, "batchSize");

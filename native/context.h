@@ -23,9 +23,9 @@ struct ContextHandle {
   uint32_t batchSize = 0;
   uint32_t ubatchSize = 0;
 
-  std::mutex mutex;                       // held by a worker for its whole run
-  std::vector<llama_token> cached;        // tokens in the KV cache at positions 0..n-1 (guarded by mutex)
-  std::atomic<size_t> cachedCount{0};     // cached.size(), readable without the mutex
+  std::mutex mutex;                    // held by a worker for its whole run
+  std::vector<llama_token> cached;     // tokens in the KV cache at positions 0..n-1 (guarded by mutex)
+  std::atomic<size_t> cachedCount{0};  // cached.size(), readable without the mutex
   std::atomic<bool> clearRequested{false};
   std::atomic<bool> disposed{false};
   std::atomic<const StopFlags*> activeStop{nullptr};  // the running worker's flags, read by the abort callback
@@ -105,7 +105,8 @@ Napi::Promise CreateContext(Napi::Env env, const ModelPtr& model, const Napi::Ob
 
 // Workers on a context (generate-worker.cpp, embed-worker.cpp, bench-worker.cpp).
 Napi::Promise StartGenerate(Napi::Env env, const ContextPtr& context, const Napi::Object& params);
-Napi::Promise StartEmbed(Napi::Env env, const ContextPtr& context, std::vector<llama_token> tokens, bool normalize, AbortFlag abort);
+Napi::Promise StartEmbed(Napi::Env env, const ContextPtr& context, std::vector<llama_token> tokens, bool normalize,
+                         AbortFlag abort);
 Napi::Promise StartBench(Napi::Env env, const ContextPtr& context, int32_t nPrompt, int32_t nGen, AbortFlag abort);
 
 // Throws when a token is outside the vocabulary (llama_decode would assert on it).

@@ -31,8 +31,9 @@ class EmbedTask : public Task {
     // Pooling needs the whole sequence in one micro-batch.
     const size_t limit = std::min(context.ubatchSize, context.contextSize);
     if (tokens_.size() > limit) {
-      throw std::runtime_error("input of " + std::to_string(tokens_.size()) + " tokens does not fit the embedding context's batch of " +
-                               std::to_string(limit) + " tokens (raise contextSize, batchSize and ubatchSize)");
+      throw std::runtime_error("input of " + std::to_string(tokens_.size()) +
+                               " tokens does not fit the embedding context's batch of " + std::to_string(limit) +
+                               " tokens (raise contextSize, batchSize and ubatchSize)");
     }
     if (session.StopRequested()) throw std::runtime_error("embedding aborted");
 
@@ -56,7 +57,8 @@ class EmbedTask : public Task {
       context.ClearMemory();
       throw std::runtime_error("the model returned no embedding for this input");
     }
-    const int32_t size = pooling == LLAMA_POOLING_TYPE_RANK ? static_cast<int32_t>(llama_model_n_cls_out(model)) : llama_model_n_embd_out(model);
+    const int32_t size = pooling == LLAMA_POOLING_TYPE_RANK ? static_cast<int32_t>(llama_model_n_cls_out(model))
+                                                            : llama_model_n_embd_out(model);
     vector_.assign(values, values + size);
     context.ClearMemory();
 
@@ -85,7 +87,8 @@ class EmbedTask : public Task {
 
 }  // namespace
 
-Napi::Promise StartEmbed(Napi::Env env, const ContextPtr& context, std::vector<llama_token> tokens, bool normalize, AbortFlag abort) {
+Napi::Promise StartEmbed(Napi::Env env, const ContextPtr& context, std::vector<llama_token> tokens, bool normalize,
+                         AbortFlag abort) {
   return Task::Start(env, std::make_unique<EmbedTask>(context, std::move(tokens), normalize, std::move(abort)));
 }
 

@@ -74,7 +74,8 @@ class GenerateTask : public Task {
     ContextSession session(context_, stop_);
     ContextHandle& context = *context_;
     const llama_vocab* vocab = context.vocab();
-    if (context.embeddings) throw std::runtime_error("this context was created for embeddings: create one without embeddings to generate");
+    if (context.embeddings)
+      throw std::runtime_error("this context was created for embeddings: create one without embeddings to generate");
     if (prompt_.empty()) throw std::runtime_error("cannot generate from an empty prompt (pass at least one token)");
     CheckTokens(vocab, prompt_);
     const size_t contextSize = context.contextSize;

@@ -12,7 +12,8 @@
 namespace llama_oci {
 
 inline Napi::Object ObjectArg(const Napi::CallbackInfo& info, size_t index, const char* what) {
-  if (info.Length() <= index || !info[index].IsObject()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be an object");
+  if (info.Length() <= index || !info[index].IsObject())
+    throw Napi::TypeError::New(info.Env(), std::string(what) + " must be an object");
   return info[index].As<Napi::Object>();
 }
 
@@ -48,13 +49,15 @@ inline std::string StringField(const Napi::Object& object, const char* key, cons
 }
 
 inline std::string StringArg(const Napi::CallbackInfo& info, size_t index, const char* what) {
-  if (info.Length() <= index || !info[index].IsString()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a string");
+  if (info.Length() <= index || !info[index].IsString())
+    throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a string");
   return info[index].As<Napi::String>().Utf8Value();
 }
 
 inline bool BoolArg(const Napi::CallbackInfo& info, size_t index, bool fallback) {
   if (info.Length() <= index || info[index].IsUndefined()) return fallback;
-  if (!info[index].IsBoolean()) throw Napi::TypeError::New(info.Env(), "argument " + std::to_string(index + 1) + " must be a boolean");
+  if (!info[index].IsBoolean())
+    throw Napi::TypeError::New(info.Env(), "argument " + std::to_string(index + 1) + " must be a boolean");
   return info[index].As<Napi::Boolean>().Value();
 }
 

@@ -28,7 +28,8 @@ class LoadTask : public Task {
     std::error_code error;
     const auto status = std::filesystem::status(path_, error);
     if (!std::filesystem::exists(status)) throw std::runtime_error("model file not found: " + path_);
-    if (std::filesystem::is_directory(status)) throw std::runtime_error("cannot load " + path_ + ": it is a directory, not a GGUF file");
+    if (std::filesystem::is_directory(status))
+      throw std::runtime_error("cannot load " + path_ + ": it is a directory, not a GGUF file");
     if (stop_.Requested()) throw std::runtime_error("model load aborted");
 
     params_.progress_callback = &LoadTask::OnProgress;
@@ -38,7 +39,8 @@ class LoadTask : public Task {
     if (model == nullptr) {
       if (stop_.Requested()) throw std::runtime_error("model load aborted");
       const std::string reason = capture.FirstError();
-      throw std::runtime_error("cannot load " + path_ + ": not a valid GGUF model (truncated or corrupt?)" + (reason.empty() ? "" : ": " + reason));
+      throw std::runtime_error("cannot load " + path_ + ": not a valid GGUF model (truncated or corrupt?)" +
+                               (reason.empty() ? "" : ": " + reason));
     }
     handle_ = std::make_shared<ModelHandle>(model, path_, params_.vocab_only);
     if (stop_.Requested()) {
@@ -93,7 +95,8 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   try {
     const std::string path = StringArg(info, 0, "path");
     llama_model_params params = llama_model_default_params();
-    Napi::Object options = info.Length() > 1 && info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
+    Napi::Object options =
+        info.Length() > 1 && info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
     params.n_gpu_layers = IntField(options, "gpuLayers", -1);
     params.load_mode = LoadMode(BoolField(options, "useMmap", true), BoolField(options, "useMlock", false));
     params.vocab_only = BoolField(options, "vocabOnly", false);

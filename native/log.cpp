@@ -127,7 +127,8 @@ void SetLogger(const Napi::CallbackInfo& info) {
   int level = GGML_LOG_LEVEL_WARN;
   if (info.Length() > 1 && !info[1].IsUndefined()) {
     level = info[1].IsString() ? LevelFromName(info[1].As<Napi::String>().Utf8Value()) : -1;
-    if (level < 0) throw Napi::TypeError::New(env, "setLogger: minLevel must be \"debug\", \"info\", \"warn\" or \"error\"");
+    if (level < 0)
+      throw Napi::TypeError::New(env, "setLogger: minLevel must be \"debug\", \"info\", \"warn\" or \"error\"");
   }
   ReleaseCurrentLogger();
   if (!callback.IsFunction()) return;
@@ -140,7 +141,8 @@ void SetLogger(const Napi::CallbackInfo& info) {
       [](Napi::Env, LoggerFunction* finalized, std::nullptr_t*) {
         {
           std::lock_guard<std::mutex> lock(mutex);
-          if (logger && static_cast<napi_threadsafe_function>(*logger) == static_cast<napi_threadsafe_function>(*finalized)) {
+          if (logger &&
+              static_cast<napi_threadsafe_function>(*logger) == static_cast<napi_threadsafe_function>(*finalized)) {
             logger.reset();
           }
         }

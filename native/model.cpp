@@ -82,7 +82,8 @@ Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
   const llama_vocab* vocab = llama_model_get_vocab(model);
   Napi::Object out = Napi::Object::New(env);
   std::string architecture;
-  ReadString([&](char* buf, size_t size) { return llama_model_meta_val_str(model, "general.architecture", buf, size); }, &architecture);
+  ReadString([&](char* buf, size_t size) { return llama_model_meta_val_str(model, "general.architecture", buf, size); },
+             &architecture);
   std::string description;
   ReadString([&](char* buf, size_t size) { return llama_model_desc(model, buf, size); }, &description);
   out.Set("architecture", architecture);
@@ -116,8 +117,11 @@ Napi::Value ModelWrap::Metadata(const Napi::CallbackInfo& info) {
   for (int32_t i = 0; i < count; i++) {
     std::string key;
     std::string value;
-    if (!ReadString([&](char* buf, size_t size) { return llama_model_meta_key_by_index(model, i, buf, size); }, &key)) continue;
-    if (!ReadString([&](char* buf, size_t size) { return llama_model_meta_val_str_by_index(model, i, buf, size); }, &value)) continue;
+    if (!ReadString([&](char* buf, size_t size) { return llama_model_meta_key_by_index(model, i, buf, size); }, &key))
+      continue;
+    if (!ReadString([&](char* buf, size_t size) { return llama_model_meta_val_str_by_index(model, i, buf, size); },
+                    &value))
+      continue;
     out.Set(key, value);
   }
   return out;
@@ -148,7 +152,8 @@ Napi::Value ModelWrap::Detokenize(const Napi::CallbackInfo& info) {
 Napi::Value ModelWrap::ApplyChatTemplate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const llama_model* model = Handle(env)->model;
-  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "messages must be an array of { role, content }");
+  if (info.Length() < 1 || !info[0].IsArray())
+    throw Napi::TypeError::New(env, "messages must be an array of { role, content }");
   std::vector<ChatMessage> messages;
   auto array = info[0].As<Napi::Array>();
   for (uint32_t i = 0; i < array.Length(); i++) {
@@ -171,7 +176,8 @@ Napi::Value ModelWrap::ApplyChatTemplate(const Napi::CallbackInfo& info) {
       }
       std::string jinjaError;
       auto templates = LoadChatTemplates(model, source, &jinjaError);
-      return Napi::String::New(env, llama_oci::ApplyChatTemplate(templates.get(), source, jinjaError, messages, addAssistantPrompt));
+      return Napi::String::New(
+          env, llama_oci::ApplyChatTemplate(templates.get(), source, jinjaError, messages, addAssistantPrompt));
     }
     if (!defaultTemplates_ && defaultTemplatesError_.empty()) {
       defaultTemplates_ = LoadChatTemplates(model, "", &defaultTemplatesError_);

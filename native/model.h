@@ -19,7 +19,8 @@ struct ModelHandle {
   std::string path;
   bool vocabOnly = false;
 
-  ModelHandle(llama_model* model, std::string path, bool vocabOnly) : model(model), path(std::move(path)), vocabOnly(vocabOnly) {}
+  ModelHandle(llama_model* model, std::string path, bool vocabOnly)
+      : model(model), path(std::move(path)), vocabOnly(vocabOnly) {}
   ~ModelHandle() { llama_model_free(model); }
   ModelHandle(const ModelHandle&) = delete;
   ModelHandle& operator=(const ModelHandle&) = delete;

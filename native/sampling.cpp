@@ -47,12 +47,14 @@ Sampler::Sampler(const llama_vocab* vocab, const SamplingOptions& options, uint3
     llama_sampler_chain_add(chain_.get(), grammar);
   }
 
-  const bool penalize = options.repeatPenalty != 1.0f || options.frequencyPenalty != 0.0f || options.presencePenalty != 0.0f;
+  const bool penalize =
+      options.repeatPenalty != 1.0f || options.frequencyPenalty != 0.0f || options.presencePenalty != 0.0f;
   if (penalize && options.repeatLastN != 0) {
     // -1 means the whole context, as in llama.cpp's tools; more than the context can hold is the same thing.
     const auto context = static_cast<int32_t>(contextSize);
     const int32_t lastN = options.repeatLastN < 0 || options.repeatLastN > context ? context : options.repeatLastN;
-    penalties_ = llama_sampler_init_penalties(llama_vocab_n_tokens(vocab), lastN, options.repeatPenalty, options.frequencyPenalty, options.presencePenalty);
+    penalties_ = llama_sampler_init_penalties(llama_vocab_n_tokens(vocab), lastN, options.repeatPenalty,
+                                              options.frequencyPenalty, options.presencePenalty);
     llama_sampler_chain_add(chain_.get(), penalties_);
   }
 
@@ -61,7 +63,8 @@ Sampler::Sampler(const llama_vocab* vocab, const SamplingOptions& options, uint3
     return;
   }
   if (options.topK > 0) llama_sampler_chain_add(chain_.get(), llama_sampler_init_top_k(options.topK));
-  if (options.topP > 0.0f && options.topP < 1.0f) llama_sampler_chain_add(chain_.get(), llama_sampler_init_top_p(options.topP, 1));
+  if (options.topP > 0.0f && options.topP < 1.0f)
+    llama_sampler_chain_add(chain_.get(), llama_sampler_init_top_p(options.topP, 1));
   if (options.minP > 0.0f) llama_sampler_chain_add(chain_.get(), llama_sampler_init_min_p(options.minP, 1));
   llama_sampler_chain_add(chain_.get(), llama_sampler_init_temp(options.temperature));
   llama_sampler_chain_add(chain_.get(), llama_sampler_init_dist(options.seed));

@@ -22,11 +22,13 @@ class TokenizeTask : public Task {
     if (text_.size() > static_cast<size_t>(INT32_MAX)) throw std::runtime_error("text too long to tokenize");
     const auto length = static_cast<int32_t>(text_.size());
     tokens_.resize(text_.size() + 2);
-    int32_t n = llama_tokenize(model_->vocab(), text_.data(), length, tokens_.data(), static_cast<int32_t>(tokens_.size()), addSpecial_, parseSpecial_);
+    int32_t n = llama_tokenize(model_->vocab(), text_.data(), length, tokens_.data(),
+                               static_cast<int32_t>(tokens_.size()), addSpecial_, parseSpecial_);
     if (n == INT32_MIN) throw std::runtime_error("text too long to tokenize");
     if (n < 0) {
       tokens_.resize(static_cast<size_t>(-n));
-      n = llama_tokenize(model_->vocab(), text_.data(), length, tokens_.data(), static_cast<int32_t>(tokens_.size()), addSpecial_, parseSpecial_);
+      n = llama_tokenize(model_->vocab(), text_.data(), length, tokens_.data(), static_cast<int32_t>(tokens_.size()),
+                         addSpecial_, parseSpecial_);
       if (n < 0) throw std::runtime_error("tokenization failed");
     }
     tokens_.resize(static_cast<size_t>(n));
@@ -45,17 +47,22 @@ class TokenizeTask : public Task {
 class DetokenizeTask : public Task {
  public:
   DetokenizeTask(ModelPtr model, std::vector<llama_token> tokens, bool removeSpecial, bool unparseSpecial)
-      : model_(std::move(model)), tokens_(std::move(tokens)), removeSpecial_(removeSpecial), unparseSpecial_(unparseSpecial) {}
+      : model_(std::move(model)),
+        tokens_(std::move(tokens)),
+        removeSpecial_(removeSpecial),
+        unparseSpecial_(unparseSpecial) {}
 
  protected:
   void Run() override {
     CheckTokens(model_->vocab(), tokens_);
     const auto count = static_cast<int32_t>(tokens_.size());
     text_.resize(tokens_.size() * 8 + 16);
-    int32_t n = llama_detokenize(model_->vocab(), tokens_.data(), count, text_.data(), static_cast<int32_t>(text_.size()), removeSpecial_, unparseSpecial_);
+    int32_t n = llama_detokenize(model_->vocab(), tokens_.data(), count, text_.data(),
+                                 static_cast<int32_t>(text_.size()), removeSpecial_, unparseSpecial_);
     if (n < 0) {
       text_.resize(static_cast<size_t>(-n));
-      n = llama_detokenize(model_->vocab(), tokens_.data(), count, text_.data(), static_cast<int32_t>(text_.size()), removeSpecial_, unparseSpecial_);
+      n = llama_detokenize(model_->vocab(), tokens_.data(), count, text_.data(), static_cast<int32_t>(text_.size()),
+                           removeSpecial_, unparseSpecial_);
       if (n < 0) throw std::runtime_error("detokenization failed");
     }
     text_.resize(static_cast<size_t>(n));
@@ -73,11 +80,13 @@ class DetokenizeTask : public Task {
 
 }  // namespace
 
-Napi::Promise StartTokenize(Napi::Env env, const ModelPtr& model, std::string text, bool addSpecial, bool parseSpecial) {
+Napi::Promise StartTokenize(Napi::Env env, const ModelPtr& model, std::string text, bool addSpecial,
+                            bool parseSpecial) {
   return Task::Start(env, std::make_unique<TokenizeTask>(model, std::move(text), addSpecial, parseSpecial));
 }
 
-Napi::Promise StartDetokenize(Napi::Env env, const ModelPtr& model, std::vector<llama_token> tokens, bool removeSpecial, bool unparseSpecial) {
+Napi::Promise StartDetokenize(Napi::Env env, const ModelPtr& model, std::vector<llama_token> tokens, bool removeSpecial,
+                              bool unparseSpecial) {
   return Task::Start(env, std::make_unique<DetokenizeTask>(model, std::move(tokens), removeSpecial, unparseSpecial));
 }
 

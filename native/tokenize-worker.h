@@ -10,6 +10,7 @@
 namespace llama_oci {
 
 Napi::Promise StartTokenize(Napi::Env env, const ModelPtr& model, std::string text, bool addSpecial, bool parseSpecial);
-Napi::Promise StartDetokenize(Napi::Env env, const ModelPtr& model, std::vector<llama_token> tokens, bool removeSpecial, bool unparseSpecial);
+Napi::Promise StartDetokenize(Napi::Env env, const ModelPtr& model, std::vector<llama_token> tokens, bool removeSpecial,
+                              bool unparseSpecial);
 
 }  // namespace llama_oci
