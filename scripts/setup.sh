@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One command that installs and builds everything on a fresh Debian 12 + Node 20 machine: the Debian packages the
-# build and the tests need (cmake, g++, git; docker-registry, openssl, skopeo, util-linux's script/setpriv), then
-# `npm ci`, which compiles the TypeScript and the native addon (llama.cpp, fetched through npm), here together with
-# llama.cpp's own tools that the tests compare against. Safe to re-run: what is there already is skipped.
+# build, the checks and the tests need (cmake, g++, git, clang-format; docker-registry, openssl, skopeo,
+# util-linux's script/setpriv), then `npm ci`, which compiles the TypeScript and the native addon (llama.cpp,
+# fetched through npm), here together with llama.cpp's own tools that the tests compare against; then the main job,
+# offline: `npm run demo` pulls a generated model by reference from a local registry and runs it in-process.
+# Safe to re-run: what is there already is skipped. LLAMA_OCI_SETUP_DEMO=0 skips the demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +17,7 @@ command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+command -v clang-format >/dev/null 2>&1 || missing+=(clang-format)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -24,3 +27,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 LLAMA_OCI_BUILD_TOOLS=1 npm ci --no-audit --no-fund
+
+if [ "${LLAMA_OCI_SETUP_DEMO:-1}" != "0" ]; then
+  npm run demo --silent
+fi

@@ -40,7 +40,7 @@ export class LlamaOciError extends Error {
 
 /** The error an aborted operation rejects with; keeps the signal's reason as its cause. */
 export function abortError(signal: AbortSignal | undefined): LlamaOciError {
-  const reason = signal?.reason;
+  const reason: unknown = signal?.reason;
   const message = reason instanceof Error && reason.name !== "AbortError" ? reason.message : "the operation was aborted";
   return new LlamaOciError("ABORTED", message, { cause: reason });
 }

@@ -157,7 +157,7 @@ describe("chat", () => {
     child.stdin.end("Hello\n\nAnd then?\n");
     const code = await new Promise<number | null>((resolve) => child.once("close", resolve));
     expect(code, `stdout:\n${stdout}\nstderr:\n${stderr}`).toBe(0);
-    expect(stdout).toBe(`${answers[0]}\n${answers[1]}\n`);
+    expect(stdout).toBe(`${answers[0]!}\n${answers[1]!}\n`);
   });
 });
 

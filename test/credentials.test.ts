@@ -145,7 +145,7 @@ describe("resolveCredentials from config.json auths", () => {
     await dockerConfig({ auths: { "https://registry.example.com:6555/v2/": { auth: b64("url:file-pass-1") } } });
     expect(await resolve("registry.example.com:6555")).toMatchObject({
       username: "url",
-      source: expect.stringContaining('auths["https://registry.example.com:6555/v2/"]'),
+      source: expect.stringContaining('auths["https://registry.example.com:6555/v2/"]') as unknown,
     });
     expect(await resolve("registry.example.com")).toEqual({ kind: "anonymous" });
 

@@ -3,7 +3,7 @@
 import { chmod, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { LlamaOciError } from "../src/errors.js";
+import type { LlamaOciError } from "../src/errors.js";
 import { resolveCredentials, credentialKey } from "../src/oci/authn/index.js";
 import { parseHostPort, parseReference, registryName } from "../src/oci/name/index.js";
 import { parseRegistryMirrors, pullEndpoints } from "../src/oci/remote/index.js";
@@ -37,7 +37,7 @@ describe("the host[:port] grammar", () => {
   it("keeps a bare label that only its capitals mark as a registry, so the name still parses back the same", () => {
     const ref = parseReference("Foo/bar");
     expect(ref.registry).toBe("Foo");
-    expect(parseReference(`${ref.registry}/${ref.repository}:${ref.tag}`)).toEqual(ref);
+    expect(parseReference(`${ref.registry}/${ref.repository}:${ref.tag!}`)).toEqual(ref);
   });
 
   it("refuses an insecure-registry entry that is no host[:port], naming it", () => {

@@ -95,9 +95,10 @@ describe("anonymous registry", () => {
       const config = JSON.parse(artifact.config.data.toString()) as { rootfs?: { diff_ids: string[] }; modelfs?: { diffIds: string[] } };
       expect(config.rootfs?.diff_ids ?? config.modelfs?.diffIds).toEqual(manifest.layers.map((l) => l.digest));
     }
-    expect(JSON.parse((await getManifest(registry.url, target.repository, "v01")).body.toString()).layers.map(
-      (l: { annotations: Record<string, string> }) => l.annotations[ANNOTATION_FILEPATH],
-    )).toEqual(["model-00001-of-00003.gguf", "model-00002-of-00003.gguf", "model-00003-of-00003.gguf", "mmproj-model-f16.gguf", "template.jinja"]);
+    const pushed = JSON.parse((await getManifest(registry.url, target.repository, "v01")).body.toString()) as {
+      layers: { annotations: Record<string, string> }[];
+    };
+    expect(pushed.layers.map((l) => l.annotations[ANNOTATION_FILEPATH])).toEqual(["model-00001-of-00003.gguf", "model-00002-of-00003.gguf", "model-00003-of-00003.gguf", "mmproj-model-f16.gguf", "template.jinja"]);
 
     const index = await pushIndex(target, "multi", [
       { ...digests.v01!, mediaType: OCI_MANIFEST, platform: { os: "linux", architecture: "amd64" } },

@@ -157,8 +157,14 @@ async function rawManifest(host: string, repository: string, tag: string): Promi
   return JSON.parse(await skopeo(["inspect", "--raw", "--tls-verify=false", `docker://${host}/${repository}:${tag}`])) as Manifest;
 }
 
-async function rawConfig(host: string, repository: string, tag: string): Promise<Record<string, any>> {
-  return JSON.parse(await skopeo(["inspect", "--config", "--raw", "--tls-verify=false", `docker://${host}/${repository}:${tag}`]));
+interface RawConfig {
+  config: Record<string, unknown> & { parameters?: string; gguf: Record<string, string> };
+  descriptor: { created: string };
+  [key: string]: unknown;
+}
+
+async function rawConfig(host: string, repository: string, tag: string): Promise<RawConfig> {
+  return JSON.parse(await skopeo(["inspect", "--config", "--raw", "--tls-verify=false", `docker://${host}/${repository}:${tag}`])) as RawConfig;
 }
 
 /** The files of the split model as a pull of a Docker-format artifact lays them out, with their source bytes. */
@@ -527,7 +533,7 @@ describe("push to a token-auth registry", () => {
     const cli = await runCli(["push", reference], { env: cliEnv(sandbox.home, cache) });
     expect(cli.exitCode).toBe(1);
     expect(lines(cli.stderr).filter((line) => line.startsWith("error: "))).toEqual([
-      `error: ${(error as LlamaOciError).message} (${(error as LlamaOciError).hint})`,
+      `error: ${(error as LlamaOciError).message} (${(error as LlamaOciError).hint ?? ""})`,
     ]);
   });
 

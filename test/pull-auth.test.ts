@@ -10,7 +10,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, test } from "vitest"
 import { LlamaOciError, pull, type PullOptions, type PullResult } from "../src/index.js";
 import { dockerV01, fakeGguf } from "./helpers/artifacts.js";
 import { startCdn, type Cdn } from "./helpers/cdn.js";
-import { authField, basicHeader, makeAuthSandbox, writeJsonFile, type AuthSandbox } from "./helpers/docker-config.js";
+import { authField, basicHeader, makeAuthSandbox, writeJsonFile } from "./helpers/docker-config.js";
 import { startFaultProxy, type FaultProxy } from "./helpers/fault-proxy.js";
 import { digestOf, pushArtifact, type PushTarget } from "./helpers/push.js";
 import { startRegistry, type RegistryHandle } from "./helpers/registry.js";

@@ -10,7 +10,7 @@ export function formatSize(bytes: number): string {
     value /= 1000;
     unit++;
   }
-  return `${unit === 0 ? Math.round(value) : Number(value.toPrecision(3))} ${UNITS[unit]}`;
+  return `${unit === 0 ? Math.round(value) : Number(value.toPrecision(3))} ${UNITS[unit] ?? ""}`;
 }
 
 /** Docker's units.HumanDuration followed by " ago". */

@@ -82,7 +82,7 @@ export async function main(argv: string[], context?: Partial<CliContext>): Promi
       return 130;
     }
     if (error instanceof UsageError || (error as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
-      cli.stderr.write(`error: ${(error as Error).message} (run 'llama-oci ${COMMANDS[name ?? ""] ? `${name} ` : ""}--help')\n`);
+      cli.stderr.write(`error: ${(error as Error).message} (run 'llama-oci ${name !== undefined && COMMANDS[name] ? `${name} ` : ""}--help')\n`);
       return 2;
     }
     cli.stderr.write(`${formatError(error)}\n`);

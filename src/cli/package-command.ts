@@ -1,7 +1,7 @@
 /** `llama-oci package`: build a model artifact from local GGUF files into the cache, and push it with --push. */
 import { parseArgs } from "node:util";
 import { formatMB, shortDigest } from "./progress-format.js";
-import { packageModel, type PackageFormat } from "../oci/package.js";
+import { packageModel } from "../oci/package.js";
 import { UsageError } from "./output.js";
 import type { CliContext } from "./context.js";
 import { REGISTRY_FLAGS, REGISTRY_USAGE, registryOptions, startReporting } from "./registry-io.js";
@@ -69,7 +69,7 @@ export async function packageCommand(argv: string[], cli: CliContext): Promise<n
       chatTemplate: values["chat-template"],
       licenses: values.license,
       contextSize,
-      format: format as PackageFormat,
+      format: format,
       push: values.push,
       ...registryOptions(values),
       ...reporting,

@@ -171,7 +171,7 @@ function numberOf(entry: GgufEntry | undefined): number | undefined {
 function metadataJson(metadata: Map<string, GgufEntry>): Record<string, GgufJsonValue> {
   const out: Record<string, GgufJsonValue> = {};
   for (const [key, entry] of metadata) {
-    out[key] = entry.type === GgufValueType.ARRAY ? arrayJson(entry.value) : scalarJson(entry.value as GgufScalar);
+    out[key] = entry.type === GgufValueType.ARRAY ? arrayJson(entry.value) : scalarJson(entry.value);
   }
   return out;
 }

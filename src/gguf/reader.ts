@@ -336,7 +336,7 @@ function* readArray(c: Cursor, source: string, key: string, maxItems: number): R
   // Strings take at least 8 bytes (their length), arrays at least 12.
   c.mustFit(length * (itemSize ?? (itemType === GgufValueType.STRING ? 8 : 12)));
   const kept = Math.min(length, maxItems);
-  const items: (GgufScalar | GgufArray)[] = new Array(kept);
+  const items = new Array<GgufScalar | GgufArray>(kept);
 
   if (itemSize !== undefined) {
     const window = Math.max(1, Math.floor(ARRAY_WINDOW / itemSize));

@@ -208,7 +208,7 @@ function encodeValue(sink: ByteSink, key: string, type: number, value: unknown):
       if (array.length !== undefined && array.length !== array.items.length) {
         throw argument(`GGUF metadata key "${key}" holds ${array.items.length} of ${array.length} items (read with maxArrayLength); read it whole to write it`);
       }
-      if (!isGgufValueType(array.itemType)) throw argument(`GGUF metadata key "${key}" has an unknown item type ${array.itemType}`);
+      if (!isGgufValueType(array.itemType)) throw argument(`GGUF metadata key "${key}" has an unknown item type ${array.itemType as number}`);
       if (array.itemType === GgufValueType.ARRAY) throw argument(`GGUF metadata key "${key}" is an array of arrays, which ggml cannot read`);
       sink.u32(array.itemType);
       sink.u64(array.items.length);

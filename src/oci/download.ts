@@ -268,6 +268,6 @@ async function writeBody(response: HttpResponse, partial: string, state: Partial
       hint: "the registry served different content than its manifest describes; nothing was cached",
     });
   }
-  if (bodyError !== undefined) throw bodyError;
+  if (bodyError !== undefined) throw bodyError as Error;
   return received;
 }

@@ -194,5 +194,5 @@ function humanSize(bytes: number): string {
     value /= 1024;
     unit++;
   }
-  return unit === 0 ? `${bytes}B` : `${value.toFixed(2)}${units[unit]}`;
+  return unit === 0 ? `${bytes}B` : `${value.toFixed(2)}${units[unit]!}`;
 }

@@ -6,7 +6,7 @@
  */
 import { createReadStream } from "node:fs";
 import { stat } from "node:fs/promises";
-import { createServer, type IncomingHttpHeaders } from "node:http";
+import { createServer } from "node:http";
 import { join } from "node:path";
 import { closeServer, listenLocal } from "./ports.js";
 
@@ -29,7 +29,7 @@ export async function startCdn(rootDir: string, options: { rejectAuthorization?:
   const requests: CdnRequest[] = [];
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://127.0.0.1");
-    requests.push({ method: req.method ?? "", path: url.pathname, headers: { ...(req.headers as IncomingHttpHeaders) } });
+    requests.push({ method: req.method ?? "", path: url.pathname, headers: { ...(req.headers) } });
     void (async () => {
       if (req.method !== "GET" && req.method !== "HEAD") return end(405, "method not allowed");
       if (rejectAuthorization && req.headers.authorization !== undefined) {
@@ -45,7 +45,7 @@ export async function startCdn(rootDir: string, options: { rejectAuthorization?:
       const headers: Record<string, string | number> = {
         "content-type": "application/octet-stream",
         "accept-ranges": "bytes",
-        etag: `"sha256:${match[2]}"`,
+        etag: `"sha256:${match[2]!}"`,
       };
       if (range === "unsatisfiable") {
         res.writeHead(416, { "content-range": `bytes */${size}`, "content-length": 0 });

@@ -64,8 +64,8 @@ export function spawnCli(args: string[], options: CliOptions = {}): CliProcess {
   });
   let stdout = "";
   let stderr = "";
-  child.stdout!.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
-  child.stderr!.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+  child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
+  child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
@@ -98,5 +98,5 @@ export function lines(text: string): string[] {
 
 /** For assertion messages: everything the child printed. */
 export function describeRun(result: CliResult): string {
-  return `exit ${result.exitCode ?? result.signal}${result.timedOut ? " (timed out)" : ""}\n--- stdout\n${result.stdout}--- stderr\n${result.stderr}`;
+  return `exit ${result.exitCode ?? result.signal ?? "?"}${result.timedOut ? " (timed out)" : ""}\n--- stdout\n${result.stdout}--- stderr\n${result.stderr}`;
 }

@@ -242,7 +242,7 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
 function shiftRange(range: string, by: number): string {
   const match = /^bytes=(\d+)-(\d*)$/.exec(range.trim());
   if (!match) return range;
-  return `bytes=${Number(match[1]) + by}-${match[2]}`;
+  return `bytes=${Number(match[1]) + by}-${match[2]!}`;
 }
 
 function waitDrain(res: ServerResponse): Promise<void> {

@@ -140,8 +140,8 @@ async function launch(
     logs += chunk.toString("utf8");
     if (logs.length > MAX_LOG_CHARS) logs = logs.slice(-MAX_LOG_CHARS);
   };
-  child.stdout!.on("data", append);
-  child.stderr!.on("data", append);
+  child.stdout.on("data", append);
+  child.stderr.on("data", append);
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   let spawnError: Error | undefined;
   child.once("error", (error) => (spawnError = error));
@@ -165,7 +165,7 @@ async function launch(
   for (;;) {
     if (spawnError !== undefined || child.exitCode !== null || child.signalCode !== null) {
       await stop();
-      throw new Error(`registry exited during startup (${spawnError?.message ?? `code ${child.exitCode}`}):\n${logs}`);
+      throw new Error(`registry exited during startup (${spawnError?.message ?? `code ${child.exitCode ?? "none"}`}):\n${logs}`);
     }
     const probe: Promise<ProbeResponse> = ca ? httpsStatus(`${url}/v2/`, ca) : fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1_000) });
     const status = await probe.then(
@@ -196,7 +196,7 @@ function httpsStatus(url: string, ca: Buffer): Promise<ProbeResponse> {
   return new Promise((resolve, reject) => {
     const req = httpsGet(url, { ca, timeout: 1_000 }, (res) => {
       res.resume();
-      resolve({ status: res.statusCode ?? 0, body: { cancel: async () => void res.destroy() } });
+      resolve({ status: res.statusCode ?? 0, body: { cancel: () => Promise.resolve(void res.destroy()) } });
     });
     req.on("timeout", () => req.destroy(new Error("timeout")));
     req.on("error", reject);

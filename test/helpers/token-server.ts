@@ -214,7 +214,7 @@ export async function startTokenServer(opts: Partial<TokenServerOptions> = {}): 
     setIdentityToken: (token, username) => void identityTokens.set(token, username),
     grant(username, repository, actions) {
       let repos = acl.get(username);
-      if (!repos) acl.set(username, (repos = new Map()));
+      if (!repos) acl.set(username, (repos = new Map<string, Set<string>>()));
       let set = repos.get(repository);
       if (!set) repos.set(repository, (set = new Set()));
       for (const action of actions) set.add(action);

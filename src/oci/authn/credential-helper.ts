@@ -32,7 +32,7 @@ export async function runCredentialHelper(
 
   const message = stdout.trim() || stderr.trim();
   if (stdout.trim() === NOT_FOUND) return null;
-  const status = signal ? `was killed by ${signal}` : `exited with code ${code}`;
+  const status = signal ? `was killed by ${signal}` : `exited with code ${code ?? "unknown"}`;
   throw new LlamaOciError("CREDENTIALS", `credential helper ${program} ${status}${describeOutput(message)}`);
 }
 

@@ -13,7 +13,7 @@ export function modelId(digest: string): string {
 
 /** The reference a record stands for, from where it sits in refs/ (undefined for a name that does not parse). */
 export function entryReference(entry: RefEntry): Reference | undefined {
-  const suffix = entry.tag !== undefined ? `:${entry.tag}` : `@${entry.digest}`;
+  const suffix = entry.tag !== undefined ? `:${entry.tag}` : `@${entry.digest ?? ""}`;
   try {
     return parseReference(`${entry.registry}/${entry.repository}${suffix}`);
   } catch {
@@ -102,5 +102,5 @@ export function describeInput(input: string): string {
 export function entryName(entry: RefEntry): string {
   const ref = entryReference(entry);
   if (ref) return familiarReference(ref);
-  return `${entry.registry}/${entry.repository}${entry.tag !== undefined ? `:${entry.tag}` : `@${entry.digest}`}`;
+  return `${entry.registry}/${entry.repository}${entry.tag !== undefined ? `:${entry.tag}` : `@${entry.digest ?? ""}`}`;
 }

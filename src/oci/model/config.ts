@@ -40,7 +40,7 @@ export function modelFacts(headers: readonly GgufFileHeader[]): ModelFacts {
   let weightBytes = 0;
   for (const header of headers) {
     const sizes = header.tensors.map((tensor) => tensor.size);
-    weightBytes += sizes.every((size) => size !== undefined) ? sizes.reduce((sum: number, size) => sum + size!, 0) : header.fileSize;
+    weightBytes += sizes.every((size) => size !== undefined) ? sizes.reduce((sum: number, size) => sum + size, 0) : header.fileSize;
   }
   const result: ModelFacts = {
     architecture: facts.architecture ?? "unknown",
@@ -75,7 +75,7 @@ export function formatBinarySize(bytes: number): string {
     value /= 1024;
     unit++;
   }
-  return `${value.toFixed(2)}${units[unit]}`;
+  return `${value.toFixed(2)}${units[unit] ?? ""}`;
 }
 
 function metadataStrings(metadata: Map<string, GgufEntry>): Record<string, string> {

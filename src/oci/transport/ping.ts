@@ -54,5 +54,5 @@ export async function ping(options: PingOptions): Promise<PingResult> {
       status: response.status,
     });
   }
-  throw lastError ?? new LlamaOciError("NETWORK", `cannot reach ${apiHost}`);
+  throw lastError instanceof Error ? lastError : new LlamaOciError("NETWORK", `cannot reach ${apiHost}`);
 }

@@ -120,7 +120,7 @@ export class RegistryTransport {
       const auth = await this.authorization(scopes, init.signal);
       const headers: HttpHeaders = { ...init.headers };
       if (auth.header) headers.authorization = auth.header;
-      const response = await this.http.send(`${this.origin}${path}`, { ...init, headers }, auth.scheme);
+      const response = await this.http.send(`${this.origin ?? ""}${path}`, { ...init, headers }, auth.scheme);
       if (response.status !== 401 || attempt > 0) return response;
       const challenge = preferredChallenge(parseWwwAuthenticate(response.headers["www-authenticate"]));
       if (!challenge) return response;
@@ -140,7 +140,7 @@ export class RegistryTransport {
         continue;
       }
       // Re-send once to get a response whose body we have not consumed, so the caller can report it.
-      return this.http.send(`${this.origin}${path}`, { ...init, headers }, auth.scheme);
+      return this.http.send(`${this.origin ?? ""}${path}`, { ...init, headers }, auth.scheme);
     }
   }
 

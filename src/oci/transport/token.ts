@@ -152,7 +152,7 @@ export class TokenSource {
       const { text } = await readErrorBody(response);
       throw new LlamaOciError(
         "REGISTRY",
-        `token server ${realm.host} answered HTTP ${response.status}${text ? `: ${text.trim().split("\n")[0]?.slice(0, 200)}` : ""}`,
+        `token server ${realm.host} answered HTTP ${response.status}${text ? `: ${text.trim().split("\n")[0]?.slice(0, 200) ?? ""}` : ""}`,
         { hint: "try again later; if it persists the registry's auth service is down", status: response.status },
       );
     }
