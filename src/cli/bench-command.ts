@@ -8,7 +8,7 @@ import { llama } from "../llama/llama.js";
 import type { LlamaModel } from "../llama/model.js";
 import { backendName, benchFields, benchJson, formatFooter, formatHeader, formatRow, type BenchSetup, type BenchTest } from "./bench-format.js";
 import type { CliContext } from "./context.js";
-import { UsageError } from "./output.js";
+import { UsageError, jsonOutput } from "./output.js";
 import { MODEL_OPTIONS, MODEL_USAGE, modelSource, openModel, parseCommandArgs, parseFlashAttention, parseInteger } from "./run-command.js";
 
 export const BENCH_USAGE = `Usage: llama-oci bench <reference> [options]
@@ -91,7 +91,7 @@ export async function benchCommand(argv: string[], cli: CliContext): Promise<num
       if (values.json) records.push(benchJson(setup, measured, new Date().toISOString()));
       else cli.stdout.write(formatRow(fields, setup, measured));
     }
-    cli.stdout.write(values.json ? `${JSON.stringify(records, null, 2)}\n` : formatFooter(system.llamaCppVersion));
+    cli.stdout.write(values.json ? jsonOutput(records) : formatFooter(system.llamaCppVersion));
     return 0;
   } catch (error) {
     if (!(isAbort(error) && cli.signal.aborted)) throw error;

@@ -2,8 +2,9 @@
 import { parseArgs } from "node:util";
 import { inspectModel } from "../oci/inspect.js";
 import { formatInspect } from "./inspect-format.js";
-import { UsageError } from "./output.js";
+import { UsageError, jsonOutput } from "./output.js";
 import type { CliContext } from "./context.js";
+import { terminalSafe } from "../util/terminal.js";
 import { REGISTRY_FLAGS, REGISTRY_USAGE, registryOptions } from "./registry-io.js";
 
 export const INSPECT_USAGE = `Usage: llama-oci inspect <reference> [options]
@@ -43,9 +44,9 @@ export async function inspectCommand(argv: string[], cli: CliContext): Promise<n
     verbose: values.verbose || undefined,
     env: cli.env,
     signal: cli.signal,
-    onWarning: (message) => void (values.quiet ? undefined : cli.stderr.write(`warning: ${message}\n`)),
-    onDebug: (message) => cli.stderr.write(`debug: ${message}\n`),
+    onWarning: (message) => void (values.quiet ? undefined : cli.stderr.write(`warning: ${terminalSafe(message)}\n`)),
+    onDebug: (message) => cli.stderr.write(`debug: ${terminalSafe(message)}\n`),
   });
-  cli.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : formatInspect(result));
+  cli.stdout.write(values.json ? jsonOutput(result) : formatInspect(result));
   return 0;
 }

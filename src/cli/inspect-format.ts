@@ -1,7 +1,11 @@
-/** The human-readable form of an InspectResult: `key: value` lines in sections, and a table of the layers. */
+/**
+ * The human-readable form of an InspectResult: `key: value` lines in sections, and a table of the layers. Every value
+ * comes from a registry or a model file, so each is made terminal-safe (util/terminal.ts) before it is laid out.
+ */
 import type { InspectResult } from "../oci/inspect.js";
 import { formatParameterCount } from "../oci/model/index.js";
 import { shortDigest } from "./progress-format.js";
+import { terminalSafe } from "../util/terminal.js";
 import { formatSize, formatTable } from "./human-format.js";
 
 /** How much of a chat template the table shows; --json has all of it. */
@@ -23,13 +27,13 @@ export function formatInspect(result: InspectResult): string {
     ]),
   );
 
-  out.push("", `Manifest (${result.manifest.mediaType}${result.manifest.artifactType ? `, artifact ${result.manifest.artifactType}` : ""})`);
+  out.push("", terminalSafe(`Manifest (${result.manifest.mediaType}${result.manifest.artifactType ? `, artifact ${result.manifest.artifactType}` : ""})`));
   const rows = [
     ["config", config.mediaType, formatSize(config.size), shortDigest(config.digest), "-"],
     ...result.layers.map((layer, i) => [String(i + 1), layer.mediaType, formatSize(layer.size), shortDigest(layer.digest), layer.filename ?? "-"]),
   ];
   out.push(
-    ...formatTable(["LAYER", "MEDIA TYPE", "SIZE", "DIGEST", "FILE"], rows)
+    ...formatTable(["LAYER", "MEDIA TYPE", "SIZE", "DIGEST", "FILE"], rows.map((row) => row.map(terminalSafe)))
       .split("\n")
       .map((line) => `  ${line}`),
   );
@@ -94,7 +98,7 @@ function previewTemplate(template: string): string {
 function fields(rows: [string, string | undefined][]): string[] {
   const shown = rows.filter((row): row is [string, string] => row[1] !== undefined);
   const width = Math.max(0, ...shown.map(([key]) => key.length + 1));
-  return shown.map(([key, value]) => `${`${key}:`.padEnd(width)}  ${value}`);
+  return shown.map(([key, value]) => `${`${key}:`.padEnd(width)}  ${terminalSafe(value)}`);
 }
 
 function numberText(value: number | undefined): string | undefined {

@@ -2,7 +2,7 @@
 import { parseArgs } from "node:util";
 import { listModels } from "../oci/cache/index.js";
 import { formatAge, formatSize, formatTable } from "./human-format.js";
-import { UsageError } from "./output.js";
+import { UsageError, jsonOutput } from "./output.js";
 import type { CliContext } from "./context.js";
 
 export const LS_USAGE = `Usage: llama-oci ls [options]
@@ -32,7 +32,7 @@ export async function lsCommand(argv: string[], cli: CliContext): Promise<number
   if (positionals.length > 0) throw new UsageError(`ls takes no arguments (got ${positionals.join(" ")})`);
   const models = await listModels({ cacheDir: values["cache-dir"], env: cli.env });
   if (values.json) {
-    cli.stdout.write(`${JSON.stringify(models, null, 2)}\n`);
+    cli.stdout.write(jsonOutput(models));
     return 0;
   }
   const now = Date.now();

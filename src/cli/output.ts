@@ -1,5 +1,9 @@
-/** How the CLI reports failures: one line on stderr, `error: <what went wrong> (<what to do>)`. */
+/**
+ * How the CLI reports failures: one line on stderr, `error: <what went wrong> (<what to do>)`, terminal-safe (a
+ * registry's error text can hold escape sequences), and how it prints JSON results.
+ */
 import { LlamaOciError } from "../errors.js";
+import { terminalSafe, terminalSafeJson } from "../util/terminal.js";
 
 export function formatError(error: unknown): string {
   if (error instanceof LlamaOciError) {
@@ -10,7 +14,12 @@ export function formatError(error: unknown): string {
 }
 
 function oneLine(text: string): string {
-  return text.replace(/\s*\n\s*/g, " ").trim();
+  return terminalSafe(text.replace(/\s*\n\s*/g, " ")).trim();
+}
+
+/** A result as JSON on stdout, C1 controls escaped too. */
+export function jsonOutput(value: unknown): string {
+  return `${terminalSafeJson(value)}\n`;
 }
 
 export class UsageError extends Error {

@@ -2,7 +2,7 @@
 import { parseArgs } from "node:util";
 import { formatMB, shortDigest } from "./progress-format.js";
 import { packageModel } from "../oci/package.js";
-import { UsageError } from "./output.js";
+import { UsageError, jsonOutput } from "./output.js";
 import type { CliContext } from "./context.js";
 import { REGISTRY_FLAGS, REGISTRY_USAGE, registryOptions, startReporting } from "./registry-io.js";
 
@@ -78,7 +78,7 @@ export async function packageCommand(argv: string[], cli: CliContext): Promise<n
       },
     });
     renderer.close();
-    cli.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : `${result.reference}@${result.digest}\n`);
+    cli.stdout.write(values.json ? jsonOutput(result) : `${result.reference}@${result.digest}\n`);
     return 0;
   } finally {
     renderer.close();

@@ -1,7 +1,7 @@
 /** `llama-oci pull <ref>`: progress on stderr; the model path (or --json result) on stdout. */
 import { parseArgs } from "node:util";
 import { pull } from "../oci/pull.js";
-import { UsageError } from "./output.js";
+import { UsageError, jsonOutput } from "./output.js";
 import type { CliContext } from "./context.js";
 import { PULL_FLAGS, PULL_USAGE_LINES, pullOptions, REGISTRY_FLAGS, REGISTRY_USAGE, startReporting } from "./registry-io.js";
 
@@ -38,7 +38,7 @@ export async function pullCommand(argv: string[], cli: CliContext): Promise<numb
       ...reporting,
     });
     renderer.close();
-    cli.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : `${result.path}\n`);
+    cli.stdout.write(values.json ? jsonOutput(result) : `${result.path}\n`);
     return 0;
   } finally {
     renderer.close();

@@ -1,7 +1,7 @@
 /** `llama-oci push <ref>`: upload a cached model to its registry; progress on stderr, <ref>@<digest> on stdout. */
 import { parseArgs } from "node:util";
 import { pushModel } from "../oci/push.js";
-import { UsageError } from "./output.js";
+import { UsageError, jsonOutput } from "./output.js";
 import type { CliContext } from "./context.js";
 import { REGISTRY_FLAGS, REGISTRY_USAGE, registryOptions, startReporting } from "./registry-io.js";
 
@@ -39,7 +39,7 @@ export async function pushCommand(argv: string[], cli: CliContext): Promise<numb
       ...reporting,
     });
     renderer.close();
-    cli.stdout.write(values.json ? `${JSON.stringify(result, null, 2)}\n` : `${result.reference}@${result.digest}\n`);
+    cli.stdout.write(values.json ? jsonOutput(result) : `${result.reference}@${result.digest}\n`);
     return 0;
   } finally {
     renderer.close();

@@ -3,6 +3,7 @@
  * traces go (progress and warnings through the renderer, so they do not break its redrawn lines; traces to stderr).
  */
 import type { ProgressListener } from "../oci/progress.js";
+import { terminalSafe } from "../util/terminal.js";
 import { createProgressRenderer, type ProgressRenderer } from "./progress-renderer.js";
 import type { CliContext } from "./context.js";
 
@@ -71,8 +72,8 @@ export function startReporting(cli: CliContext, flags: { quiet?: boolean; verbos
       env: cli.env,
       signal: cli.signal,
       onProgress: renderer.onProgress,
-      onWarning: (message) => renderer.onProgress({ type: "warning", message }),
-      onDebug: (message) => cli.stderr.write(`debug: ${message}\n`),
+      onWarning: (message) => renderer.onProgress({ type: "warning", message: terminalSafe(message) }),
+      onDebug: (message) => cli.stderr.write(`debug: ${terminalSafe(message)}\n`),
     },
   };
 }

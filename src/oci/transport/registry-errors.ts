@@ -3,6 +3,8 @@
  * with a hint. Reads at most 64 KiB of the body.
  */
 import { LlamaOciError, type ErrorCode } from "../../errors.js";
+import { isObject } from "../../util/objects.js";
+import { terminalSafe, terminalSafeLines } from "../../util/terminal.js";
 import { DOCKER_HUB } from "../name/index.js";
 import { headerValue, type HttpResponse } from "./http-client.js";
 
@@ -33,12 +35,19 @@ export async function readErrorBody(response: HttpResponse): Promise<{ text: str
   text = text.slice(0, MAX_ERROR_BODY);
   let entries: RegistryErrorEntry[] = [];
   try {
-    const parsed = JSON.parse(text) as { errors?: RegistryErrorEntry[] };
-    if (Array.isArray(parsed.errors)) entries = parsed.errors.filter((e) => e && typeof e === "object");
+    const parsed = JSON.parse(text) as { errors?: unknown[] };
+    if (Array.isArray(parsed.errors)) {
+      entries = parsed.errors.filter(isObject).map((e) => ({ code: safeField(e.code), message: safeField(e.message) }));
+    }
   } catch {
     // not JSON: a 4xx body may be plain text
   }
-  return { text, entries };
+  // The registry's words end up in error messages: no escape sequence of theirs may reach a terminal.
+  return { text: terminalSafeLines(text), entries };
+}
+
+function safeField(value: unknown): string | undefined {
+  return typeof value === "string" ? terminalSafe(value).slice(0, 500) : undefined;
 }
 
 export function loginCommand(registry: string): string {
@@ -104,5 +113,5 @@ export function rateLimitSummary(response: HttpResponse): string {
   if (remaining) parts.push(`remaining ${remaining}`);
   if (source) parts.push(`source ${source}`);
   if (retryAfter) parts.push(`retry after ${retryAfter}`);
-  return parts.join(", ");
+  return terminalSafe(parts.join(", "));
 }
