@@ -238,7 +238,7 @@ describe("SIGKILL mid-download", () => {
       expect(lines(second.stderr).some((l) => l.startsWith(`${hexOf(digest).slice(0, 12)}: Resuming `))).toBe(true);
 
       const left = await readdir(blobsDir(cache));
-      expect(left.filter((name) => /\.(tmp|lock|digest)$/.test(name))).toEqual([]);
+      expect(left.filter((name) => /\.(tmp|lock|digest)$/.test(name)), left.join(", ")).toEqual([]);
     } finally {
       await proxy.stop();
     }

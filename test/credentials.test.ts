@@ -372,6 +372,38 @@ describe("resolveCredentials from podman auth.json", () => {
     expect(await resolve("quay.io", { env: withRuntime })).toMatchObject({ username: "cfg" });
   });
 
+  it("reads only REGISTRY_AUTH_FILE when it is set, even when that file has no match", async () => {
+    const runtime = join(root, "run");
+    await writeJson(join(runtime, "containers", "auth.json"), { auths: { "quay.io": { auth: b64("runtime:podman-pass-6") } } });
+    await writeJson(join(root, "authfile.json"), { auths: { "other.example": { auth: b64("other:podman-pass-6") } } });
+    const credential = await resolve("quay.io", { env: { ...env, XDG_RUNTIME_DIR: runtime, REGISTRY_AUTH_FILE: join(root, "authfile.json") } });
+    expect(credential).toEqual({ kind: "anonymous" });
+  });
+
+  it("matches repository-scoped keys, the longest first, then the registry's own", async () => {
+    await writeJson(join(root, "authfile.json"), {
+      auths: {
+        "quay.io": { auth: b64("registry:podman-pass-6") },
+        "quay.io/org": { auth: b64("namespace:podman-pass-6") },
+        "quay.io/org/team/repo": { auth: b64("repository:podman-pass-6") },
+        "Registry.Example.com/team": { auth: b64("scoped:podman-pass-6") },
+        "docker.io/library": { auth: b64("library:podman-pass-6") },
+      },
+    });
+    const withFile = { env: { ...env, REGISTRY_AUTH_FILE: join(root, "authfile.json") } };
+    const user = async (registry: string, repository?: string) =>
+      ((await resolve(registry, { ...withFile, repository })) as { username?: string }).username;
+    expect(await user("quay.io", "org/team/repo")).toBe("repository");
+    expect(await user("quay.io", "org/team/other")).toBe("namespace");
+    expect(await user("quay.io", "org/app")).toBe("namespace");
+    expect(await user("quay.io", "elsewhere/app")).toBe("registry");
+    expect(await user("quay.io")).toBe("registry");
+    expect(await user("registry.example.com", "team/model")).toBe("scoped");
+    expect(await user("registry.example.com", "other/model")).toBeUndefined();
+    expect(await user("docker.io", "library/ubuntu")).toBe("library");
+    expect(await user("docker.io", "ai/smollm2")).toBeUndefined();
+  });
+
   it("is not consulted when a Docker credential helper applies", async () => {
     await answeringHelper("llt-store", "helperuser", "helper-pass-3");
     await dockerConfig({ credsStore: "llt-store" });

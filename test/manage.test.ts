@@ -174,7 +174,7 @@ describe("ls", () => {
     expect(body).toHaveLength(2);
     const cells = body.find((l) => l.startsWith(`${sharded.reference} `))!.split(/ {3,}/);
     expect(cells.slice(0, 3)).toEqual([sharded.reference, row.id, "370 kB"]);
-    expect(cells[3]).toMatch(/^(Less than a second|\d+ seconds) ago$/);
+    expect(cells[3]).toMatch(/^(Less than a second|1 second|\d+ seconds) ago$/);
     // Columns line up: every row's ID starts where the header's MODEL ID does.
     for (const line of body) expect(line.indexOf(line.split(/ {3,}/)[1]!)).toBe(header!.indexOf("MODEL ID"));
   });

@@ -12,6 +12,7 @@ import { readGgufHeader } from "../gguf/reader.js";
 import type { GgufHeader } from "../gguf/types.js";
 import { describeInput, entryReference, modelId, resolveLocal, type LocalTarget } from "./cache/index.js";
 import {
+  MAX_CONFIG_BYTES,
   modelFiles,
   parseManifest,
   summarizeConfig,
@@ -88,8 +89,6 @@ export interface InspectResult {
   pulledAt?: string;
 }
 
-/** Cap on a config blob: real ones are a few KiB, with the GGUF metadata copied in. */
-const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
 
 interface InspectContext {
   ref: Reference;
@@ -196,6 +195,7 @@ async function inspectRemote(ctx: InspectContext, http: HttpClient): Promise<Ins
   const env = options.env ?? process.env;
   const client = await connectRegistry({
     registry: ref.registry,
+    repository: ref.repository,
     apiHost: ref.apiHost,
     http,
     logger,

@@ -8,7 +8,7 @@ import { isAbort, LlamaOciError } from "../errors.js";
 import { createLogger, isTruthy, type Logger } from "../log.js";
 import { runPool } from "../util/pool.js";
 import { downloadBlob } from "./download.js";
-import { modelFiles, modelManifestDigest, parseManifest, type ArtifactFormat, type ImageManifest, type ModelFileKind, type ResolvedModel } from "./model/index.js";
+import { MAX_CONFIG_BYTES, modelFiles, modelManifestDigest, parseManifest, type ArtifactFormat, type ImageManifest, type ModelFileKind, type ResolvedModel } from "./model/index.js";
 import { formatReference, parseReference, type Reference } from "./name/index.js";
 import type { ProgressListener } from "./progress.js";
 import {
@@ -99,7 +99,7 @@ export async function pull(reference: string, options: PullOptions = {}): Promis
   };
   if (options.offline ?? isTruthy(env.LLAMA_OCI_OFFLINE)) return pullOffline(ctx);
 
-  const http = new HttpClient({ logger, env });
+  const http = new HttpClient({ logger, env, retry: options.retry });
   try {
     return await pullOnline(ctx, http);
   } finally {
@@ -162,13 +162,12 @@ async function pullOnline(ctx: PullContext, http: HttpClient): Promise<PullResul
         logger.warn(`registry mirror ${endpoint.label} failed for ${ctx.canonical} (${errorText(error)}); trying ${describeEndpoint(endpoints[i + 1]!)}`);
         continue;
       }
-      // An unreachable registry, or one that does not have the tag (a model packaged locally and not pushed, or
-      // deleted upstream), leaves the cached copy usable.
-      if (cachedTag && error instanceof LlamaOciError && (error.code === "NETWORK" || error.code === "NOT_FOUND")) {
+      // Whatever made the registry check fail (unreachable, 5xx or 429 after retries, TLS, 401/403, a tag it no
+      // longer has or never had), a cached copy of the tag is still a working model.
+      if (cachedTag && !isAbort(error) && !options.signal?.aborted) {
         const cached = await cachedResult(ctx, cachedTag.manifestDigest);
         if (cached) {
-          const why = error.code === "NETWORK" ? `${ref.registry} is unreachable (${error.message})` : `${ref.registry} does not have it (${error.message})`;
-          logger.warn(`${why}; using the cached copy of ${ctx.canonical}`);
+          logger.warn(`${fallbackReason(ref.registry, error)}; using the cached copy of ${ctx.canonical}`);
           return cached;
         }
       }
@@ -180,6 +179,13 @@ async function pullOnline(ctx: PullContext, http: HttpClient): Promise<PullResul
   logger.debug(`${ctx.canonical}: manifest ${model.digest} from ${describeEndpoint(served.endpoint)}`);
 
   const { format, files } = modelFiles(manifest);
+  if (manifest.config.size > MAX_CONFIG_BYTES) {
+    throw new LlamaOciError(
+      "UNSUPPORTED_ARTIFACT",
+      `${ctx.canonical}: the config blob is ${manifest.config.size} bytes, more than a model config can be (${MAX_CONFIG_BYTES})`,
+      { hint: "this does not look like a model artifact" },
+    );
+  }
   const stored: StoredFile[] = files.map((f) => ({
     kind: f.kind,
     mediaType: f.descriptor.mediaType,
@@ -261,6 +267,7 @@ async function openClient(ctx: PullContext, http: HttpClient, endpoint: PullEndp
   const { options } = ctx;
   return connectRegistry({
     registry: endpoint.registry,
+    repository: endpoint.repository,
     apiHost: endpoint.apiHost,
     scheme: endpoint.scheme,
     http,
@@ -297,6 +304,15 @@ async function resolveManifests(
     logger.debug(`index ${resolved.indexDigest}: using manifest ${resolved.model.digest}`);
   }
   return resolved;
+}
+
+/** Why the registry could not confirm a cached tag, for the one warning line of a fallback to the cache. */
+function fallbackReason(registry: string, error: unknown): string {
+  const code = error instanceof LlamaOciError ? error.code : undefined;
+  const text = errorText(error);
+  if (code === "NETWORK") return `${registry} is unreachable (${text})`;
+  if (code === "NOT_FOUND") return `${registry} does not have it (${text})`;
+  return `${registry} could not be checked (${text})`;
 }
 
 function describeEndpoint(endpoint: PullEndpoint): string {

@@ -74,10 +74,11 @@ export async function pushModel(reference: string, options: PushOptions = {}): P
   const blobs = await localBlobs(store, manifestDigest, [parsed.manifest.config, ...parsed.manifest.layers]);
   const sources = await mountSources(store, ref.registry, ref.repository);
 
-  const http = new HttpClient({ logger, env });
+  const http = new HttpClient({ logger, env, retry: options.retry });
   try {
     const client = await connectRegistry({
       registry: ref.registry,
+      repository: ref.repository,
       apiHost: ref.apiHost,
       http,
       logger,

@@ -23,3 +23,33 @@ declare module "undici/lib/dispatcher/dispatcher.js" {
   const DispatcherClass: typeof Dispatcher;
   export default DispatcherClass;
 }
+
+declare module "undici/lib/dispatcher/agent.js" {
+  import type { Agent } from "undici";
+  const AgentClass: typeof Agent;
+  export default AgentClass;
+}
+
+declare module "undici/lib/dispatcher/pool.js" {
+  import type { Pool } from "undici";
+  const PoolClass: typeof Pool;
+  export default PoolClass;
+}
+
+declare module "undici/lib/dispatcher/proxy-agent.js" {
+  import type { ProxyAgent } from "undici";
+  const ProxyAgentClass: typeof ProxyAgent;
+  export default ProxyAgentClass;
+}
+
+declare module "undici/lib/interceptor/redirect.js" {
+  import type { Dispatcher } from "undici";
+  function createRedirectInterceptor(options?: { maxRedirections?: number }): Dispatcher.DispatcherComposeInterceptor;
+  export default createRedirectInterceptor;
+}
+
+declare module "undici/lib/interceptor/retry.js" {
+  import type { Dispatcher, RetryHandler } from "undici";
+  function createRetryInterceptor(options?: RetryHandler.RetryOptions): Dispatcher.DispatcherComposeInterceptor;
+  export default createRetryInterceptor;
+}

@@ -37,7 +37,7 @@ export type Fault = FaultCommon &
   (
     | { kind: "cut-after"; bytes: number }
     | { kind: "corrupt"; offset: number }
-    | { kind: "status"; status: 503 | 429 | 500 | 502 | 504; retryAfter?: string; times: number }
+    | { kind: "status"; status: number; retryAfter?: string; times: number; body?: string; contentType?: string }
     | { kind: "stall"; afterBytes: number; ms: number }
     /** Drops Range and If-Range upstream, so the upstream answers 200 with the whole body. Range requests only. */
     | { kind: "ignore-range" }
@@ -107,8 +107,8 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     if (injected?.kind === "status") {
       record.status = injected.status;
       const code = injected.status === 429 ? "TOOMANYREQUESTS" : injected.status === 503 ? "UNAVAILABLE" : "UNKNOWN";
-      const body = Buffer.from(JSON.stringify({ errors: [{ code, message: "injected fault", detail: null }] }));
-      const headers: Record<string, string | number> = { "content-type": "application/json", "content-length": body.length };
+      const body = Buffer.from(injected.body ?? JSON.stringify({ errors: [{ code, message: "injected fault", detail: null }] }));
+      const headers: Record<string, string | number> = { "content-type": injected.contentType ?? "application/json", "content-length": body.length };
       if (injected.retryAfter !== undefined) headers["retry-after"] = injected.retryAfter;
       res.writeHead(injected.status, headers);
       res.end(req.method === "HEAD" ? undefined : body);

@@ -23,7 +23,16 @@ export interface ForwardProxy {
 
 const HOP_BY_HOP = ["connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer", "upgrade"];
 
-export async function startForwardProxy(): Promise<ForwardProxy> {
+export interface ForwardProxyOptions {
+  /**
+   * Host names the proxy resolves itself (name -> address), as a proxy in front of a private network does: the
+   * client never resolves them, so a test can use a registry name that is not loopback.
+   */
+  resolve?: Record<string, string>;
+}
+
+export async function startForwardProxy(options: ForwardProxyOptions = {}): Promise<ForwardProxy> {
+  const resolveHost = (host: string) => options.resolve?.[host.toLowerCase()] ?? host;
   const requests: ForwardedRequest[] = [];
   const sockets = new Set<Socket>();
   const track = (socket: Socket) => {
@@ -45,7 +54,7 @@ export async function startForwardProxy(): Promise<ForwardProxy> {
     requests.push({ method: req.method ?? "", target, at: Date.now() });
     const headers: IncomingHttpHeaders = { ...req.headers, host: url.host };
     for (const name of HOP_BY_HOP) delete headers[name];
-    const upstream = httpRequest({ host: url.hostname, port: url.port || 80, method: req.method, path: `${url.pathname}${url.search}`, headers });
+    const upstream = httpRequest({ host: resolveHost(url.hostname), port: url.port || 80, method: req.method, path: `${url.pathname}${url.search}`, headers });
     upstream.on("response", (upRes) => {
       const out: IncomingHttpHeaders = { ...upRes.headers };
       for (const name of HOP_BY_HOP) delete out[name];
@@ -67,7 +76,7 @@ export async function startForwardProxy(): Promise<ForwardProxy> {
     const colon = target.lastIndexOf(":");
     const host = target.slice(0, colon).replace(/^\[|\]$/g, "");
     const port = Number(target.slice(colon + 1));
-    const upstream = connect(port, host);
+    const upstream = connect(port, resolveHost(host));
     track(upstream);
     let established = false;
     upstream.once("connect", () => {

@@ -37,8 +37,11 @@ export interface RegistryOptions {
   keepRootDir?: boolean;
   /** Pull-through cache mode (config `proxy:`). */
   proxy?: { remoteUrl: string; username?: string; password?: string };
-  /** Serve HTTPS with this PEM certificate and key (config http.tls). */
-  tls?: { certPath: string; keyPath: string };
+  /**
+   * Serve HTTPS with this PEM certificate and key (config http.tls); with clientCaPath, demand a client certificate
+   * signed by that CA (http.tls.clientcas), and probe startup with probeClient.
+   */
+  tls?: { certPath: string; keyPath: string; clientCaPath?: string; probeClient?: { certPath: string; keyPath: string } };
 }
 
 const MAX_LOG_CHARS = 64 * 1024;
@@ -95,7 +98,11 @@ async function registryConfig(options: RegistryOptions, rootDir: string, configD
     http: { addr: `127.0.0.1:${port}`, secret: "test-only" },
   };
   if (options.tls !== undefined) {
-    (config.http as Record<string, unknown>).tls = { certificate: options.tls.certPath, key: options.tls.keyPath };
+    (config.http as Record<string, unknown>).tls = {
+      certificate: options.tls.certPath,
+      key: options.tls.keyPath,
+      ...(options.tls.clientCaPath ? { clientcas: [options.tls.clientCaPath] } : {}),
+    };
   }
   if (options.redirectTo !== undefined) {
     config.middleware = { storage: [{ name: "redirect", options: { baseurl: options.redirectTo } }] };
@@ -128,6 +135,7 @@ async function launch(
   cleanup: () => Promise<void>,
 ): Promise<RegistryHandle> {
   const ca = tls ? await readFile(tls.certPath) : undefined;
+  const client = tls?.probeClient ? { cert: await readFile(tls.probeClient.certPath), key: await readFile(tls.probeClient.keyPath) } : undefined;
   installExitHook();
   // setpriv --pdeathsig: the registry dies with us even when this process is SIGKILLed (no 'exit' event then).
   const command = existsSync("/usr/bin/setpriv")
@@ -167,7 +175,7 @@ async function launch(
       await stop();
       throw new Error(`registry exited during startup (${spawnError?.message ?? `code ${child.exitCode ?? "none"}`}):\n${logs}`);
     }
-    const probe: Promise<ProbeResponse> = ca ? httpsStatus(`${url}/v2/`, ca) : fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1_000) });
+    const probe: Promise<ProbeResponse> = ca ? httpsStatus(`${url}/v2/`, ca, client) : fetch(`${url}/v2/`, { signal: AbortSignal.timeout(1_000) });
     const status = await probe.then(
       async (res) => {
         await res.body?.cancel();
@@ -192,9 +200,9 @@ interface ProbeResponse {
 }
 
 /** GET status over HTTPS trusting `ca`, shaped like fetch's response for the startup probe. */
-function httpsStatus(url: string, ca: Buffer): Promise<ProbeResponse> {
+function httpsStatus(url: string, ca: Buffer, client?: { cert: Buffer; key: Buffer }): Promise<ProbeResponse> {
   return new Promise((resolve, reject) => {
-    const req = httpsGet(url, { ca, timeout: 1_000 }, (res) => {
+    const req = httpsGet(url, { ca, ...client, timeout: 1_000 }, (res) => {
       res.resume();
       resolve({ status: res.statusCode ?? 0, body: { cancel: () => Promise.resolve(void res.destroy()) } });
     });

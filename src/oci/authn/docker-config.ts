@@ -31,10 +31,13 @@ export function dockerConfigPath(env: NodeJS.ProcessEnv, homeDir: string): strin
   return join(dir, "config.json");
 }
 
-/** containers/image search order: REGISTRY_AUTH_FILE, then the runtime dir, then the config dir. */
+/**
+ * containers/image search order: REGISTRY_AUTH_FILE alone when it is set (as podman and skopeo read it), else the
+ * runtime dir, then the config dir.
+ */
 export function podmanAuthPaths(env: NodeJS.ProcessEnv, homeDir: string): string[] {
+  if (env.REGISTRY_AUTH_FILE) return [env.REGISTRY_AUTH_FILE];
   const paths: string[] = [];
-  if (env.REGISTRY_AUTH_FILE) paths.push(env.REGISTRY_AUTH_FILE);
   if (env.XDG_RUNTIME_DIR) paths.push(join(env.XDG_RUNTIME_DIR, "containers", "auth.json"));
   const configHome = env.XDG_CONFIG_HOME ? env.XDG_CONFIG_HOME : join(homeDir, ".config");
   paths.push(join(configHome, "containers", "auth.json"));

@@ -31,6 +31,8 @@ export interface CredentialOptions {
   logger?: Logger;
   /** How long a credential helper may take; default 10000. */
   helperTimeoutMs?: number;
+  /** The repository the credentials are for: podman's auth.json may hold keys scoped to a namespace or repository. */
+  repository?: string;
   /** Credentials given through the API; they win over everything else. */
   explicit?: ExplicitCredentials;
   signal?: AbortSignal;
@@ -70,7 +72,7 @@ export async function resolveCredentials(registry: string, options: CredentialOp
 
   for (const path of podmanAuthPaths(env, home)) {
     const file = await readConfigFile(path, logger);
-    const entry = file && findPodmanEntry(file, registry, logger);
+    const entry = file && findPodmanEntry(file, registry, options.repository, logger);
     if (entry) return entry;
   }
   return ANONYMOUS;
@@ -144,18 +146,31 @@ function findAuthEntry(config: ConfigFile, key: string, logger: Logger): Credent
   return firstUsable(config, [...exact, ...byHostname], logger);
 }
 
-/** containers/image: keys compared after stripping the scheme (and then the path) and folding the Hub's aliases. */
-function findPodmanEntry(file: ConfigFile, registry: string, logger: Logger): Credential | undefined {
-  const wanted = normalizePodmanKey(registry);
-  const exact = file.auths.filter(([k]) => k === registry);
-  const normalized = file.auths.filter(([k]) => k !== registry && normalizePodmanKey(k) === wanted);
-  return firstUsable(file, [...exact, ...normalized], logger);
+/**
+ * containers-auth.json(5): a key names a registry, or a namespace or repository in it (`quay.io/org`,
+ * `registry.example.com/team/repo`); the most specific key that covers the repository wins, then the registry's own.
+ * Keys are compared after stripping a scheme (and then the path, as in the legacy `https://host/v1/` form), with the
+ * registry part canonical (name/host.ts).
+ */
+function findPodmanEntry(file: ConfigFile, registry: string, repository: string | undefined, logger: Logger): Credential | undefined {
+  const canonical = normalizePodmanKey(registry);
+  const segments = repository === undefined ? [] : repository.split("/");
+  const wanted = [...segments.map((_, i) => `${canonical}/${segments.slice(0, segments.length - i).join("/")}`), canonical];
+  for (const key of wanted) {
+    const exact = file.auths.filter(([k]) => k === key);
+    const normalized = file.auths.filter(([k]) => k !== key && normalizePodmanKey(k) === key);
+    const found = firstUsable(file, [...exact, ...normalized], logger);
+    if (found) return found;
+  }
+  return undefined;
 }
 
 function normalizePodmanKey(key: string): string {
   let stripped = key.replace(/^https?:\/\//, "");
   if (stripped !== key) stripped = stripped.split("/", 1)[0]!;
-  return registryName(stripped) ?? stripped;
+  const slash = stripped.indexOf("/");
+  const host = slash === -1 ? stripped : stripped.slice(0, slash);
+  return `${registryName(host) ?? host}${slash === -1 ? "" : stripped.slice(slash)}`;
 }
 
 /** Empty entries (`{}`, written by `docker login` when a helper holds the secret) and bad ones are skipped. */

@@ -10,6 +10,8 @@ import { GgufValueType, type GgufArray, type GgufEntry, type GgufScalar } from "
 
 /** Docker drops arrays longer than this from the config's `gguf` map (the vocabulary, merges, token types). */
 export const MAX_CONFIG_ARRAY_ITEMS = 50;
+/** Cap on a config blob, read or pulled: real ones are a few KiB, with the GGUF metadata copied in. */
+export const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
 
 export interface ModelFacts {
   architecture: string;

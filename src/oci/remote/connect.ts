@@ -28,6 +28,8 @@ export interface RegistryAccessOptions {
 export interface ConnectOptions {
   /** Canonical registry name: where credentials are looked up. */
   registry: string;
+  /** The repository the connection is for (podman's auth.json may scope credentials to it). */
+  repository?: string;
   /** host[:port] to talk to. */
   apiHost: string;
   /** Only this scheme (a mirror URL's); default HTTPS, with plain HTTP where allowed. */
@@ -51,6 +53,7 @@ export async function connectRegistry(options: ConnectOptions): Promise<Registry
     env,
     logger,
     explicit: options.explicit,
+    repository: options.repository,
     helperTimeoutMs: options.credentialHelperTimeoutMs,
     signal: options.signal,
   });

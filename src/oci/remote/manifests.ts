@@ -12,11 +12,15 @@ import {
   type ManifestDocument,
   type ResolvedModel,
 } from "../model/index.js";
-import { headerValue, pullScope, type RegistryTransport } from "../transport/index.js";
+import { headerValue, pullScope, readLimited, type RegistryTransport } from "../transport/index.js";
 
 export type FetchedManifest = ManifestDocument;
 
-/** The digest a tag points to, from a HEAD (which Docker Hub does not count against pull limits). */
+/**
+ * The digest a tag points to, from a HEAD (which Docker Hub does not count against pull limits); undefined when the
+ * registry does not say (404, or no Docker-Content-Digest), so the caller may GET. Any other answer (429, 401, 403,
+ * 5xx after retries) is an error: a HEAD that was refused must never turn into a GET that counts.
+ */
 export async function headManifest(
   client: RegistryTransport,
   repository: string,
@@ -30,6 +34,7 @@ export async function headManifest(
     what: `${repository}:${reference}`,
     signal,
   });
+  if (response.status !== 200 && response.status !== 404) throw await client.error(response, `${client.registry}/${repository}:${reference}`);
   await response.body.dump().catch(() => {});
   const digest = headerValue(response.headers, "docker-content-digest");
   if (response.status !== 200 || !digest) return undefined;
@@ -50,22 +55,7 @@ export async function fetchManifest(
     signal,
   });
   if (response.status !== 200) throw await client.error(response, what);
-  const declared = Number(headerValue(response.headers, "content-length"));
-  if (declared > MAX_MANIFEST_BYTES) {
-    response.body.destroy();
-    throw tooLarge(what);
-  }
-  const chunks: Buffer[] = [];
-  let length = 0;
-  for await (const chunk of response.body) {
-    length += (chunk as Buffer).length;
-    if (length > MAX_MANIFEST_BYTES) {
-      response.body.destroy();
-      throw tooLarge(what);
-    }
-    chunks.push(chunk as Buffer);
-  }
-  const body = Buffer.concat(chunks);
+  const body = await readLimited(response, MAX_MANIFEST_BYTES, () => tooLarge(what));
   const digest = digestOf(body, reference.startsWith("sha512:") ? "sha512" : "sha256");
   if (reference.includes(":") && reference !== digest) {
     throw new LlamaOciError("DIGEST_MISMATCH", `the manifest served for ${what} has digest ${digest}`, {

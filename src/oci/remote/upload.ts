@@ -2,7 +2,8 @@
  * The distribution-spec blob upload protocol for one repository: HEAD to find a blob the registry already has, a
  * cross-repository mount (POST ?mount=&from=), and uploads: one PUT for a small blob, or PATCH requests of
  * chunkSize bytes (Content-Range) then a closing PUT ?digest= for a large one, reading the file one chunk at a
- * time. Every request after the first goes to the Location the registry answered last.
+ * time. Every request after the first goes to the Location the registry answered last. These requests are not
+ * retried one by one: push.ts retries a blob's whole upload (from its HEAD) with the same policy.
  */
 import { open, type FileHandle } from "node:fs/promises";
 import { LlamaOciError } from "../../errors.js";
@@ -50,6 +51,9 @@ export async function blobExists(target: UploadTarget, digest: string): Promise<
     scopes: [pushScope(target.repository)],
     what,
     signal: target.signal,
+    retry: false,
+    // A CDN's signed URL may refuse HEAD; the redirect itself says the registry has the blob.
+    followRedirects: false,
   });
   await response.body.dump().catch(() => {});
   // A registry that serves blobs from a CDN answers HEAD with a redirect: the blob is there.
@@ -72,6 +76,7 @@ export async function mountBlob(target: UploadTarget, digest: string, from: stri
     scopes: [pushScope(target.repository), pullScope(from)],
     what: `mount of blob ${digest} from ${from}`,
     signal: target.signal,
+    retry: false,
   });
   const location = headerValue(response.headers, "location");
   await response.body.dump().catch(() => {});
@@ -153,6 +158,7 @@ async function startUpload(target: UploadTarget, what: string): Promise<string> 
     scopes: [pushScope(target.repository)],
     what,
     signal: target.signal,
+    retry: false,
   });
   if (response.status !== 202) throw await pushError(target, response, what);
   await response.body.dump().catch(() => {});
@@ -166,9 +172,9 @@ async function send(target: UploadTarget, location: string, init: HttpRequest, w
   const url = new URL(location);
   const base = target.client.baseUrl;
   if (base !== undefined && url.origin === new URL(base).origin) {
-    return target.client.request(`${url.pathname}${url.search}`, { ...init, scopes: [pushScope(target.repository)], what, signal: target.signal });
+    return target.client.request(`${url.pathname}${url.search}`, { ...init, scopes: [pushScope(target.repository)], what, signal: target.signal, retry: false });
   }
-  return target.client.http.send(url.toString(), { ...init, signal: target.signal }, "none (other origin)");
+  return target.client.http.send(url.toString(), { ...init, signal: target.signal, retry: false }, "none (other origin)");
 }
 
 function nextLocation(response: HttpResponse, current: string): string {

@@ -33,7 +33,9 @@ export async function ping(options: PingOptions): Promise<PingResult> {
     const origin = `${scheme}://${apiHost}`;
     let response: HttpResponse;
     try {
-      response = await http.send(`${origin}/v2/`, { signal, headersTimeoutMs: 15_000 }, "none (ping)");
+      // With a plain-HTTP fallback, a refused https connection goes to http at once; answered errors are retried.
+      const retry = scheme === "https" && fallback ? "status" : true;
+      response = await http.send(`${origin}/v2/`, { signal, headersTimeoutMs: 15_000, retry }, "none (ping)");
     } catch (error) {
       lastError = error;
       if (signal?.aborted) throw error;
@@ -49,6 +51,18 @@ export async function ping(options: PingOptions): Promise<PingResult> {
       return { origin, challenge: preferredChallenge(parseWwwAuthenticate(response.headers["www-authenticate"])) ?? null };
     }
     if (response.status === 404 && scheme === "https" && fallback) continue;
+    if (response.status === 429) {
+      throw new LlamaOciError("RATE_LIMITED", `${apiHost} answered 429 (too many requests) to GET /v2/`, {
+        hint: "wait before trying again, or log in (docker login) for a higher limit",
+        status: 429,
+      });
+    }
+    if (response.status >= 500 || response.status === 408) {
+      throw new LlamaOciError("REGISTRY", `${apiHost} answered ${response.status} (try again later)`, {
+        hint: "the registry has a problem; llama-oci already retried with backoff",
+        status: response.status,
+      });
+    }
     throw new LlamaOciError("REGISTRY", `${apiHost} does not look like an OCI registry (GET /v2/ answered ${response.status})`, {
       hint: "check the registry address in the reference",
       status: response.status,

@@ -4,7 +4,6 @@
  */
 import { abortError, isAbort, LlamaOciError } from "../../errors.js";
 import { delay } from "../../util/delay.js";
-import { headerValue, type HttpResponse } from "./http-client.js";
 import { isTransientNetworkError } from "./network-errors.js";
 
 export { delay } from "../../util/delay.js";
@@ -42,15 +41,6 @@ export function isRetryableError(error: unknown): boolean {
     return error.code === "NETWORK" || error.code === "RATE_LIMITED" || (error.status !== undefined && isRetryableStatus(error.status));
   }
   return isTransientNetworkError(error);
-}
-
-/** Retry-After in milliseconds (seconds or an HTTP date), or undefined. */
-export function retryAfterMs(response: HttpResponse, now = Date.now()): number | undefined {
-  const value = headerValue(response.headers, "retry-after");
-  if (!value) return undefined;
-  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
-  const date = Date.parse(value);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
 }
 
 export interface RetryEvent {

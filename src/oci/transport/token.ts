@@ -5,7 +5,7 @@
  */
 import { LlamaOciError } from "../../errors.js";
 import type { Credential } from "../authn/index.js";
-import type { HttpClient, HttpResponse } from "./http-client.js";
+import { readLimited, type HttpClient, type HttpResponse } from "./http-client.js";
 import { loginCommand, readErrorBody } from "./registry-errors.js";
 
 export interface BearerChallenge {
@@ -19,6 +19,10 @@ interface CachedToken {
 }
 
 const CLIENT_ID = "llama-oci";
+/** Real token responses are a few KiB (a JWT or two); more is refused rather than buffered. */
+export const MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024;
+/** Answers to the OAuth2 POST after which the token is asked for with GET, as containerd and ggcr do. */
+const POST_FALLBACK_STATUSES: ReadonlySet<number> = new Set([400, 401, 404, 405]);
 const EXPIRY_SKEW_MS = 30_000;
 
 export class TokenSource {
@@ -99,7 +103,7 @@ export class TokenSource {
     return this.readTokenResponse(response, realm);
   }
 
-  /** Returns undefined when the server has no OAuth2 endpoint (404), so the caller falls back to GET. */
+  /** Returns undefined when the server has no usable OAuth2 endpoint (400, 401, 404, 405), so the caller falls back to GET. */
   private async postOAuth(
     realm: URL,
     challenge: BearerChallenge,
@@ -121,11 +125,14 @@ export class TokenSource {
         headers: { "content-type": "application/x-www-form-urlencoded" },
         body: form.toString(),
         signal,
+        // Form posts are safe to send again and to follow (307/308 keep the method, as Go clients do).
+        followRedirects: true,
+        retry: true,
       },
       "identity token (oauth2)",
     );
-    if (response.status === 404) {
-      await response.body.dump();
+    if (POST_FALLBACK_STATUSES.has(response.status)) {
+      await response.body.dump().catch(() => {});
       return undefined;
     }
     return this.readTokenResponse(response, realm);
@@ -157,13 +164,19 @@ export class TokenSource {
       );
     }
     let parsed: { token?: string; access_token?: string; expires_in?: number; issued_at?: string; refresh_token?: string };
+    const body = await readLimited(
+      response,
+      MAX_TOKEN_RESPONSE_BYTES,
+      () => new LlamaOciError("REGISTRY", `token server ${realm.host} sent a response larger than ${MAX_TOKEN_RESPONSE_BYTES} bytes`),
+    );
     try {
-      parsed = (await response.body.json()) as typeof parsed;
+      parsed = JSON.parse(body.toString("utf8")) as typeof parsed;
     } catch {
       throw new LlamaOciError("REGISTRY", `token server ${realm.host} sent a response that is not JSON`);
     }
-    const value = parsed.access_token || parsed.token;
-    if (!value) throw new LlamaOciError("REGISTRY", `token server ${realm.host} sent no token`);
+    if (!parsed || typeof parsed !== "object") throw new LlamaOciError("REGISTRY", `token server ${realm.host} sent a response that is not a JSON object`);
+    const value = typeof parsed.access_token === "string" && parsed.access_token !== "" ? parsed.access_token : parsed.token;
+    if (typeof value !== "string" || value === "") throw new LlamaOciError("REGISTRY", `token server ${realm.host} sent no token`);
     if (parsed.refresh_token) this.refreshToken = parsed.refresh_token;
     const issued = parsed.issued_at ? Date.parse(parsed.issued_at) : NaN;
     const start = Number.isNaN(issued) ? Date.now() : Math.min(issued, Date.now());
