@@ -80,11 +80,16 @@ Napi::Value CreateAbortFlag(const Napi::CallbackInfo& info) { return AbortFlagWr
 
 // At environment teardown (process exit, worker thread end): release every model and context still alive. A
 // running worker keeps its share and is stopped by its own teardown (Task::Finalize), then frees what it held.
-void Cleanup(std::shared_ptr<LiveObjects>* live) {
-  std::vector<ContextWrap*> contexts((*live)->contexts.begin(), (*live)->contexts.end());
-  for (ContextWrap* context : contexts) context->Release(true);
-  std::vector<ModelWrap*> models((*live)->models.begin(), (*live)->models.end());
-  for (ModelWrap* model : models) model->Release();
+// Called by Node outside node-addon-api's wrappers, so nothing may be thrown out of it.
+void Cleanup(std::shared_ptr<LiveObjects>* live) noexcept {
+  try {
+    std::vector<ContextWrap*> contexts((*live)->contexts.begin(), (*live)->contexts.end());
+    for (ContextWrap* context : contexts) context->Release(true);
+    std::vector<ModelWrap*> models((*live)->models.begin(), (*live)->models.end());
+    for (ModelWrap* model : models) model->Release();
+  } catch (...) {
+    // The process is going away: whatever could not be released is released by the OS.
+  }
   delete live;
 }
 

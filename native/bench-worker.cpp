@@ -29,6 +29,7 @@ class BenchTask : public Task {
     ContextSession session(context_, stop_);
     ContextHandle& context = *context_;
     if (nPrompt_ < 0 || nGen_ < 0) throw std::runtime_error("bench: nPrompt and nGen must not be negative");
+    CheckCanDecode(context, "benchmark");
     const int32_t needed = std::max(nPrompt_, nGen_);
     if (static_cast<uint32_t>(needed) > context.contextSize) {
       throw std::runtime_error("bench needs a context of at least " + std::to_string(needed) +

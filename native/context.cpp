@@ -12,7 +12,7 @@ namespace llama_oci {
 namespace {
 
 // llama.cpp checks this between graph nodes during llama_decode; returning true makes llama_decode return 2.
-bool AbortCallback(void* data) {
+bool AbortCallback(void* data) noexcept {
   auto* context = static_cast<ContextHandle*>(data);
   if (context->disposed.load(std::memory_order_relaxed)) return true;
   const StopFlags* stop = context->activeStop.load(std::memory_order_acquire);
@@ -26,6 +26,7 @@ ContextHandle::ContextHandle(ModelPtr model, llama_context* ctx, bool embeddings
   contextSize = llama_n_ctx(ctx);
   batchSize = llama_n_batch(ctx);
   ubatchSize = llama_n_ubatch(ctx);
+  hasMemory = llama_get_memory(ctx) != nullptr;
   llama_set_abort_callback(ctx, AbortCallback, this);
 }
 
@@ -73,6 +74,21 @@ void CheckTokens(const llama_vocab* vocab, const std::vector<llama_token>& token
   }
 }
 
+void CheckCanDecode(const ContextHandle& context, const char* what) {
+  const llama_model* model = context.model->model;
+  const std::string cannot = std::string("cannot ") + what + " with this model: ";
+  if (!context.hasMemory || !context.model->causal) {
+    throw std::runtime_error(cannot + "it is an embedding model with non-causal attention" +
+                             (context.hasMemory ? "" : " and no KV cache") + " (use embed())");
+  }
+  if (llama_model_has_encoder(model)) {
+    throw std::runtime_error(cannot + (llama_model_has_decoder(model)
+                                           ? "encoder-decoder models (such as T5) are not supported"
+                                           : "it is an encoder-only model (use embed())"));
+  }
+  CheckDetokenizer(context.vocab());
+}
+
 // ---- NativeContext -------------------------------------------------------------------------------------------
 
 Napi::Function ContextWrap::Define(Napi::Env env) {
@@ -85,6 +101,8 @@ Napi::Function ContextWrap::Define(Napi::Env env) {
                          InstanceMethod<&ContextWrap::Clear>("clear"),
                          InstanceAccessor<&ContextWrap::ContextSize>("contextSize"),
                          InstanceAccessor<&ContextWrap::BatchSize>("batchSize"),
+                         InstanceAccessor<&ContextWrap::UbatchSize>("ubatchSize"),
+                         InstanceAccessor<&ContextWrap::HasMemory>("hasMemory"),
                          InstanceMethod<&ContextWrap::Dispose>("dispose"),
                          InstanceAccessor<&ContextWrap::Disposed>("disposed"),
                      });
@@ -101,6 +119,8 @@ ContextWrap::ContextWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Cont
   handle_ = *info[0].As<Napi::External<ContextPtr>>().Data();
   contextSize_ = handle_->contextSize;
   batchSize_ = handle_->batchSize;
+  ubatchSize_ = handle_->ubatchSize;
+  hasMemory_ = handle_->hasMemory;
   live_ = GetAddonData(info.Env()).live;
   live_->contexts.insert(this);
 }
@@ -126,8 +146,8 @@ Napi::Value ContextWrap::Generate(const Napi::CallbackInfo& info) {
   if (!handle_) return Task::Rejected(env, kDisposed);
   try {
     return StartGenerate(env, handle_, ObjectArg(info, 0, "generate params"));
-  } catch (const Napi::Error& e) {
-    return Task::Rejected(env, e);
+  } catch (...) {
+    return Task::RejectedWithCurrentException(env);
   }
 }
 
@@ -139,8 +159,8 @@ Napi::Value ContextWrap::Embed(const Napi::CallbackInfo& info) {
     const bool normalize = BoolArg(info, 1, true);
     auto abort = AbortFlagWrap::From(info[2], "abort");
     return StartEmbed(env, handle_, std::move(tokens), normalize, std::move(abort));
-  } catch (const Napi::Error& e) {
-    return Task::Rejected(env, e);
+  } catch (...) {
+    return Task::RejectedWithCurrentException(env);
   }
 }
 
@@ -155,8 +175,8 @@ Napi::Value ContextWrap::Bench(const Napi::CallbackInfo& info) {
     const int32_t nGen = info[1].As<Napi::Number>().Int32Value();
     auto abort = AbortFlagWrap::From(info[2], "abort");
     return StartBench(env, handle_, nPrompt, nGen, std::move(abort));
-  } catch (const Napi::Error& e) {
-    return Task::Rejected(env, e);
+  } catch (...) {
+    return Task::RejectedWithCurrentException(env);
   }
 }
 
@@ -181,6 +201,12 @@ Napi::Value ContextWrap::ContextSize(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), contextSize_);
 }
 Napi::Value ContextWrap::BatchSize(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), batchSize_); }
+Napi::Value ContextWrap::UbatchSize(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), ubatchSize_);
+}
+Napi::Value ContextWrap::HasMemory(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), hasMemory_);
+}
 
 void ContextWrap::Dispose(const Napi::CallbackInfo&) { Release(true); }
 

@@ -22,6 +22,8 @@ struct ContextHandle {
   uint32_t contextSize = 0;
   uint32_t batchSize = 0;
   uint32_t ubatchSize = 0;
+  // False for models llama.cpp runs without a KV cache (BERT-like encoders): llama_decode then encodes instead.
+  bool hasMemory = true;
 
   std::mutex mutex;                    // held by a worker for its whole run
   std::vector<llama_token> cached;     // tokens in the KV cache at positions 0..n-1 (guarded by mutex)
@@ -91,6 +93,8 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   void Clear(const Napi::CallbackInfo& info);
   Napi::Value ContextSize(const Napi::CallbackInfo& info);
   Napi::Value BatchSize(const Napi::CallbackInfo& info);
+  Napi::Value UbatchSize(const Napi::CallbackInfo& info);
+  Napi::Value HasMemory(const Napi::CallbackInfo& info);
   void Dispose(const Napi::CallbackInfo& info);
   Napi::Value Disposed(const Napi::CallbackInfo& info);
 
@@ -98,6 +102,8 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   std::shared_ptr<LiveObjects> live_;
   uint32_t contextSize_ = 0;
   uint32_t batchSize_ = 0;
+  uint32_t ubatchSize_ = 0;
+  bool hasMemory_ = true;
 };
 
 // Loads of a context on a worker thread: NativeModel.createContext(options).
@@ -111,5 +117,9 @@ Napi::Promise StartBench(Napi::Env env, const ContextPtr& context, int32_t nProm
 
 // Throws when a token is outside the vocabulary (llama_decode would assert on it).
 void CheckTokens(const llama_vocab* vocab, const std::vector<llama_token>& tokens);
+
+// Throws std::runtime_error when llama.cpp would abort (or misbehave) decoding token by token on this context: a
+// model without a KV cache, with non-causal attention, an encoder, or no tokenizer. `what` names the operation.
+void CheckCanDecode(const ContextHandle& context, const char* what);
 
 }  // namespace llama_oci

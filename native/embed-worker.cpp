@@ -26,6 +26,10 @@ class EmbedTask : public Task {
     ContextSession session(context_, stop_);
     ContextHandle& context = *context_;
     if (!context.embeddings) throw std::runtime_error("this context was not created with embeddings: true");
+    const llama_model* model = context.model->model;
+    if (llama_model_has_encoder(model) && llama_model_has_decoder(model)) {
+      throw std::runtime_error("embeddings of encoder-decoder models (such as T5) are not supported");
+    }
     if (tokens_.empty()) throw std::runtime_error("cannot embed an empty input (pass at least one token)");
     CheckTokens(context.vocab(), tokens_);
     // Pooling needs the whole sequence in one micro-batch.
@@ -43,7 +47,6 @@ class EmbedTask : public Task {
     for (size_t i = 0; i < tokens_.size(); i++) {
       batch.Add(tokens_[i], static_cast<llama_pos>(i), pooling != LLAMA_POOLING_TYPE_NONE || i + 1 == tokens_.size());
     }
-    const llama_model* model = context.model->model;
     const bool encoderOnly = llama_model_has_encoder(model) && !llama_model_has_decoder(model);
     const int32_t rc = encoderOnly ? llama_encode(context.ctx, batch.get()) : llama_decode(context.ctx, batch.get());
     if (rc != 0) {

@@ -76,6 +76,7 @@ class GenerateTask : public Task {
     const llama_vocab* vocab = context.vocab();
     if (context.embeddings)
       throw std::runtime_error("this context was created for embeddings: create one without embeddings to generate");
+    CheckCanDecode(context, "generate text");
     if (prompt_.empty()) throw std::runtime_error("cannot generate from an empty prompt (pass at least one token)");
     CheckTokens(vocab, prompt_);
     const size_t contextSize = context.contextSize;

@@ -1,11 +1,14 @@
 #include "load-worker.h"
 
 #include <filesystem>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <unordered_map>
 
 #include "abort.h"
+#include "gguf.h"
 #include "js-args.h"
 #include "log.h"
 #include "model.h"
@@ -14,6 +17,37 @@
 namespace llama_oci {
 
 namespace {
+
+// llama.cpp's vocabulary loader (llama_vocab::impl::load) maps each token's text to its id and then asserts that no
+// two ids share a text: a GGUF with duplicate tokens aborts the process. This reads the same strings the same way
+// (gguf_get_arr_str, so a string ends at its first NUL byte; an empty one becomes "[EMPTY_<id>]") and refuses the
+// file first. The TypeScript layer checks this too, from its own reader; this covers direct callers of the addon.
+void CheckVocabulary(const std::string& path) {
+  LogCapture quiet(true);  // a header gguf cannot read is llama_model_load_from_file's to report (and log)
+  gguf_init_params params{};
+  params.no_alloc = true;
+  params.ctx = nullptr;
+  std::unique_ptr<gguf_context, decltype(&gguf_free)> gguf(gguf_init_from_file(path.c_str(), params), gguf_free);
+  if (!gguf) return;
+  const int64_t key = gguf_find_key(gguf.get(), "tokenizer.ggml.tokens");
+  if (key < 0 || gguf_get_kv_type(gguf.get(), key) != GGUF_TYPE_ARRAY ||
+      gguf_get_arr_type(gguf.get(), key) != GGUF_TYPE_STRING) {
+    return;
+  }
+  const size_t count = gguf_get_arr_n(gguf.get(), key);
+  std::unordered_map<std::string, size_t> seen;
+  seen.reserve(count);
+  for (size_t id = 0; id < count; id++) {
+    std::string text = gguf_get_arr_str(gguf.get(), key, id);
+    if (text.empty()) text = "[EMPTY_" + std::to_string(id) + "]";
+    const auto inserted = seen.emplace(std::move(text), id);
+    if (!inserted.second) {
+      throw std::runtime_error("cannot load " + path + ": its vocabulary is invalid: tokens " +
+                               std::to_string(inserted.first->second) + " and " + std::to_string(id) +
+                               " have the same text (token texts must be unique)");
+    }
+  }
+}
 
 class LoadTask : public Task {
  public:
@@ -31,6 +65,7 @@ class LoadTask : public Task {
     if (std::filesystem::is_directory(status))
       throw std::runtime_error("cannot load " + path_ + ": it is a directory, not a GGUF file");
     if (stop_.Requested()) throw std::runtime_error("model load aborted");
+    CheckVocabulary(path_);
 
     params_.progress_callback = &LoadTask::OnProgress;
     params_.progress_callback_user_data = this;
@@ -54,9 +89,13 @@ class LoadTask : public Task {
 
  private:
   // llama.cpp's progress callback (loading thread): returning false cancels the load.
-  static bool OnProgress(float fraction, void* data) {
+  static bool OnProgress(float fraction, void* data) noexcept {
     auto* task = static_cast<LoadTask*>(data);
-    task->Report(fraction);
+    try {
+      task->Report(fraction);
+    } catch (...) {
+      return false;  // out of memory for a progress message: give up the load rather than the process
+    }
     return !task->stop_.Requested();
   }
 
@@ -108,8 +147,8 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     }
     AbortFlag abort = info.Length() > 3 ? AbortFlagWrap::From(info[3], "abort") : nullptr;
     return Task::Start(env, std::make_unique<LoadTask>(path, params, std::move(abort), onProgress));
-  } catch (const Napi::Error& e) {
-    return Task::Rejected(env, e);
+  } catch (...) {
+    return Task::RejectedWithCurrentException(env);
   }
 }
 

@@ -1,5 +1,6 @@
 #include "log.h"
 
+#include <memory>
 #include <mutex>
 #include <optional>
 
@@ -52,25 +53,31 @@ void DeliverLogLine(Napi::Env env, Napi::Function callback, std::nullptr_t*, Log
   if (env == nullptr || callback.IsEmpty()) return;
   try {
     callback.Call({Napi::String::New(env, LevelName(line->level)), Napi::String::New(env, line->text)});
-  } catch (const Napi::Error&) {
+  } catch (...) {
     // A throwing logger must not take the process down with it; the message is lost.
   }
 }
 
-void LogCallback(ggml_log_level level, const char* text, void*) {
-  int effective = level;
-  if (level == GGML_LOG_LEVEL_CONT) {
-    effective = lastLevel;
-  } else {
-    if (level == GGML_LOG_LEVEL_NONE) effective = GGML_LOG_LEVEL_INFO;
-    lastLevel = effective;
+// Called by ggml and llama.cpp on any thread, through ggml's C code: nothing may be thrown out of it.
+void LogCallback(ggml_log_level level, const char* text, void*) noexcept {
+  try {
+    int effective = level;
+    if (level == GGML_LOG_LEVEL_CONT) {
+      effective = lastLevel;
+    } else {
+      if (level == GGML_LOG_LEVEL_NONE) effective = GGML_LOG_LEVEL_INFO;
+      lastLevel = effective;
+    }
+    if (text == nullptr) return;
+    CaptureLogLine(effective, text);
+    if (LoggingSilenced()) return;
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!logger || effective < minLevel) return;
+    auto line = std::make_unique<LogLine>(LogLine{effective, text});
+    if (logger->NonBlockingCall(line.get()) == napi_ok) line.release();
+  } catch (...) {
+    // Out of memory while logging: the line is lost.
   }
-  if (text == nullptr) return;
-  CaptureLogLine(effective, text);
-  std::lock_guard<std::mutex> lock(mutex);
-  if (!logger || effective < minLevel) return;
-  auto* line = new LogLine{effective, text};
-  if (logger->NonBlockingCall(line) != napi_ok) delete line;
 }
 
 }  // namespace
@@ -79,7 +86,9 @@ void CaptureLogLine(int level, const char* text) {
   if (activeCapture != nullptr && level >= GGML_LOG_LEVEL_ERROR) activeCapture->text_ += text;
 }
 
-LogCapture::LogCapture() : previous_(activeCapture) { activeCapture = this; }
+bool LoggingSilenced() { return activeCapture != nullptr && activeCapture->silent_; }
+
+LogCapture::LogCapture(bool silent) : previous_(activeCapture), silent_(silent) { activeCapture = this; }
 LogCapture::~LogCapture() { activeCapture = previous_; }
 
 std::string LogCapture::FirstError() const {

@@ -16,12 +16,16 @@ void SetLogger(const Napi::CallbackInfo& info);
 
 // Appends an error-level line to this thread's active LogCapture, if any (called by the log callback).
 void CaptureLogLine(int level, const char* text);
+// Whether this thread's active LogCapture is a silent one.
+bool LoggingSilenced();
 
 // Collects the error messages llama.cpp logs on this thread while the capture lives, so a failure can be
 // reported with llama.cpp's reason (e.g. why a GGUF did not load) instead of a bare "failed".
 class LogCapture {
  public:
-  LogCapture();
+  // A `silent` capture also keeps what is logged meanwhile from the JS logger (for a probe whose failures are
+  // reported by the real attempt that follows).
+  explicit LogCapture(bool silent = false);
   ~LogCapture();
   LogCapture(const LogCapture&) = delete;
   LogCapture& operator=(const LogCapture&) = delete;
@@ -33,7 +37,9 @@ class LogCapture {
  private:
   std::string text_;
   LogCapture* previous_;
+  bool silent_;
   friend void CaptureLogLine(int level, const char* text);
+  friend bool LoggingSilenced();
 };
 
 }  // namespace llama_oci

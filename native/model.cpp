@@ -33,6 +33,64 @@ bool ReadString(Getter getter, std::string* out) {
 
 }  // namespace
 
+bool HasCausalAttention(const llama_model* model) {
+  if (llama_model_is_diffusion(model)) return false;
+  std::string architecture;
+  std::string causal;
+  if (!ReadString(
+          [&](char* buf, size_t size) { return llama_model_meta_val_str(model, "general.architecture", buf, size); },
+          &architecture)) {
+    return true;
+  }
+  const std::string key = architecture + ".attention.causal";
+  if (!ReadString([&](char* buf, size_t size) { return llama_model_meta_val_str(model, key.c_str(), buf, size); },
+                  &causal)) {
+    return true;
+  }
+  return causal != "false";
+}
+
+const char* VocabTypeName(enum llama_vocab_type type) {
+  switch (type) {
+    case LLAMA_VOCAB_TYPE_NONE: return "none";
+    case LLAMA_VOCAB_TYPE_SPM: return "spm";
+    case LLAMA_VOCAB_TYPE_BPE: return "bpe";
+    case LLAMA_VOCAB_TYPE_WPM: return "wpm";
+    case LLAMA_VOCAB_TYPE_UGM: return "ugm";
+    case LLAMA_VOCAB_TYPE_RWKV: return "rwkv";
+    case LLAMA_VOCAB_TYPE_PLAMO2: return "plamo2";
+    default: return "unknown";
+  }
+}
+
+void CheckTokenizer(const llama_vocab* vocab, bool addSpecial) {
+  const enum llama_vocab_type type = llama_vocab_type(vocab);
+  if (type == LLAMA_VOCAB_TYPE_NONE) {
+    throw std::runtime_error("the model has no tokenizer (its GGUF says tokenizer.ggml.model \"none\")");
+  }
+  if (!addSpecial) return;
+  // What llama_vocab::impl::tokenize asserts before adding the special tokens (llama-vocab.cpp).
+  const auto missing = [](const char* what) {
+    return std::runtime_error("cannot add the model's special tokens: its vocabulary has no " + std::string(what) +
+                              " token (tokenize with addSpecial: false)");
+  };
+  if (type == LLAMA_VOCAB_TYPE_WPM) {
+    if (llama_vocab_bos(vocab) == LLAMA_TOKEN_NULL) throw missing("CLS (BOS)");
+    if (llama_vocab_sep(vocab) == LLAMA_TOKEN_NULL) throw missing("SEP");
+    return;
+  }
+  if (type == LLAMA_VOCAB_TYPE_SPM || type == LLAMA_VOCAB_TYPE_BPE || type == LLAMA_VOCAB_TYPE_UGM) {
+    if (llama_vocab_get_add_bos(vocab) && llama_vocab_bos(vocab) == LLAMA_TOKEN_NULL) throw missing("BOS");
+    if (llama_vocab_get_add_eos(vocab) && llama_vocab_eos(vocab) == LLAMA_TOKEN_NULL) throw missing("EOS");
+  }
+}
+
+void CheckDetokenizer(const llama_vocab* vocab) {
+  if (llama_vocab_type(vocab) == LLAMA_VOCAB_TYPE_NONE) {
+    throw std::runtime_error("the model has no tokenizer (its GGUF says tokenizer.ggml.model \"none\")");
+  }
+}
+
 Napi::Function ModelWrap::Define(Napi::Env env) {
   return DefineClass(env, "NativeModel",
                      {
@@ -106,6 +164,9 @@ Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
   out.Set("hasEncoder", llama_model_has_encoder(model));
   out.Set("hasDecoder", llama_model_has_decoder(model));
   out.Set("isRecurrent", llama_model_is_recurrent(model));
+  out.Set("isDiffusion", llama_model_is_diffusion(model));
+  out.Set("causalAttention", Handle(env)->causal);
+  out.Set("vocabType", VocabTypeName(llama_vocab_type(vocab)));
   return out;
 }
 
@@ -133,8 +194,8 @@ Napi::Value ModelWrap::Tokenize(const Napi::CallbackInfo& info) {
   try {
     std::string text = StringArg(info, 0, "text");
     return StartTokenize(env, handle_, std::move(text), BoolArg(info, 1, true), BoolArg(info, 2, false));
-  } catch (const Napi::Error& e) {
-    return Task::Rejected(env, e);
+  } catch (...) {
+    return Task::RejectedWithCurrentException(env);
   }
 }
 
@@ -144,8 +205,8 @@ Napi::Value ModelWrap::Detokenize(const Napi::CallbackInfo& info) {
   try {
     auto tokens = TokensValue(info[0], "tokens");
     return StartDetokenize(env, handle_, std::move(tokens), BoolArg(info, 1, false), BoolArg(info, 2, false));
-  } catch (const Napi::Error& e) {
-    return Task::Rejected(env, e);
+  } catch (...) {
+    return Task::RejectedWithCurrentException(env);
   }
 }
 
@@ -185,7 +246,9 @@ Napi::Value ModelWrap::ApplyChatTemplate(const Napi::CallbackInfo& info) {
     const char* source = llama_model_chat_template(model, nullptr);
     return Napi::String::New(env, llama_oci::ApplyChatTemplate(defaultTemplates_.get(), source != nullptr ? source : "",
                                                                defaultTemplatesError_, messages, addAssistantPrompt));
-  } catch (const std::runtime_error& e) {
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }
 }
@@ -196,7 +259,9 @@ Napi::Value ModelWrap::JsonSchemaToGrammar(const Napi::CallbackInfo& info) {
   const std::string schema = StringArg(info, 0, "schema");
   try {
     return Napi::String::New(env, JsonSchemaToGbnf(schema));
-  } catch (const std::runtime_error& e) {
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
     throw Napi::Error::New(env, e.what());
   }
 }
@@ -206,8 +271,8 @@ Napi::Value ModelWrap::CreateContext(const Napi::CallbackInfo& info) {
   if (!handle_) return Task::Rejected(env, kDisposed);
   try {
     return llama_oci::CreateContext(env, handle_, ObjectArg(info, 0, "context options"));
-  } catch (const Napi::Error& e) {
-    return Task::Rejected(env, e);
+  } catch (...) {
+    return Task::RejectedWithCurrentException(env);
   }
 }
 

@@ -14,13 +14,26 @@ struct common_chat_templates;
 
 namespace llama_oci {
 
+// "<arch>.attention.causal" of the GGUF (default true), false for diffusion models (llama.h has no getter).
+bool HasCausalAttention(const llama_model* model);
+// "none", "spm", "bpe", "wpm", "ugm", "rwkv" or "plamo2".
+const char* VocabTypeName(enum llama_vocab_type type);
+// Throws std::runtime_error when llama.cpp would abort tokenizing with this vocabulary: one without a tokenizer
+// (type "none"), or special tokens that tokenization must add but the vocabulary does not have.
+void CheckTokenizer(const llama_vocab* vocab, bool addSpecial);
+// Throws std::runtime_error when llama.cpp would abort turning tokens of this vocabulary into text.
+void CheckDetokenizer(const llama_vocab* vocab);
+
 struct ModelHandle {
   llama_model* model = nullptr;
   std::string path;
   bool vocabOnly = false;
+  // Whether the model attends causally (can generate): false when the GGUF turns causal attention off or the model
+  // is a diffusion model. llama.cpp asserts on a prompt longer than the micro-batch of a non-causal model.
+  bool causal = true;
 
   ModelHandle(llama_model* model, std::string path, bool vocabOnly)
-      : model(model), path(std::move(path)), vocabOnly(vocabOnly) {}
+      : model(model), path(std::move(path)), vocabOnly(vocabOnly), causal(HasCausalAttention(model)) {}
   ~ModelHandle() { llama_model_free(model); }
   ModelHandle(const ModelHandle&) = delete;
   ModelHandle& operator=(const ModelHandle&) = delete;

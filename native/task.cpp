@@ -1,5 +1,7 @@
 #include "task.h"
 
+#include <new>
+
 namespace llama_oci {
 
 Napi::Promise Task::Start(Napi::Env env, std::unique_ptr<Task> task) {
@@ -35,19 +37,48 @@ Napi::Promise Task::Rejected(Napi::Env env, const Napi::Error& error) {
   return deferred.Promise();
 }
 
+Napi::Promise Task::RejectedWithCurrentException(Napi::Env env) {
+  try {
+    throw;
+  } catch (const Napi::Error& e) {
+    return Rejected(env, e);
+  } catch (...) {
+    return Rejected(env, CurrentExceptionMessage());
+  }
+}
+
+std::string Task::CurrentExceptionMessage() {
+  try {
+    throw;
+  } catch (const std::bad_alloc&) {
+    return "out of memory";
+  } catch (const std::exception& e) {
+    const char* what = e.what();
+    return what != nullptr && *what != '\0' ? what : "unexpected native error";
+  } catch (...) {
+    return "unexpected native error";
+  }
+}
+
 void Task::Main() {
+  // Nothing may escape a thread's function (that would terminate the process): every failure rejects the promise.
   try {
     Run();
-  } catch (const std::exception& e) {
-    failed_ = true;
-    error_ = e.what();
   } catch (...) {
     failed_ = true;
-    error_ = "unexpected native error";
+    try {
+      error_ = CurrentExceptionMessage();
+    } catch (...) {
+      error_.clear();
+    }
   }
-  if (Post([this](Napi::Env env) { Settle(env); })) {
-    napi_release_threadsafe_function(tsfn_, napi_tsfn_release);
+  bool posted = false;
+  try {
+    posted = Post([this](Napi::Env env) { Settle(env); });
+  } catch (...) {
+    // Out of memory for the message itself: the promise stays pending rather than the process dying.
   }
+  if (posted) napi_release_threadsafe_function(tsfn_, napi_tsfn_release);
   // When Post fails the environment is closing: the thread-safe function must not be touched again.
 }
 
@@ -65,11 +96,12 @@ bool Task::Post(std::function<void(Napi::Env)> fn) {
 void Task::CallJs(napi_env env, napi_value, void*, void* data) {
   std::unique_ptr<std::function<void(Napi::Env)>> fn(static_cast<std::function<void(Napi::Env)>*>(data));
   if (env == nullptr) return;  // environment tearing down: drop the message
-  Napi::HandleScope scope(env);
+  // Called by Node directly, outside node-addon-api's wrappers: an exception escaping here would abort the process.
+  // The callbacks record their own failures (FailWith) and Settle rejects on its own errors.
   try {
+    Napi::HandleScope scope(env);
     (*fn)(Napi::Env(env));
-  } catch (const std::exception&) {
-    // A JS exception escaping here would abort the process; the callbacks record their own failures.
+  } catch (...) {
   }
 }
 
@@ -83,15 +115,15 @@ void Task::Settle(Napi::Env env) {
     return;
   }
   if (failed_) {
-    deferred_->Reject(Napi::Error::New(env, error_).Value());
+    deferred_->Reject(Napi::Error::New(env, error_.empty() ? "unexpected native error" : error_).Value());
     return;
   }
   try {
     deferred_->Resolve(Result(env));
   } catch (const Napi::Error& e) {
     deferred_->Reject(e.Value());
-  } catch (const std::exception& e) {
-    deferred_->Reject(Napi::Error::New(env, e.what()).Value());
+  } catch (...) {
+    deferred_->Reject(Napi::Error::New(env, CurrentExceptionMessage()).Value());
   }
 }
 

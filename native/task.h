@@ -24,6 +24,11 @@ class Task {
   // A promise already rejected (for argument errors of promise-returning methods, which reject, never throw).
   static Napi::Promise Rejected(Napi::Env env, const std::string& message);
   static Napi::Promise Rejected(Napi::Env env, const Napi::Error& error);
+  // Inside a catch block: a promise rejected with the exception being handled, whatever its type (a Napi::Error
+  // keeps its JS value, a std::exception gives an Error with its message, anything else a generic Error).
+  static Napi::Promise RejectedWithCurrentException(Napi::Env env);
+  // The message of the exception being handled (inside a catch block).
+  static std::string CurrentExceptionMessage();
 
  protected:
   // Runs on the worker thread; throw std::exception to reject the promise with its message.

@@ -6,6 +6,7 @@
 
 #include "context.h"
 #include "js-args.h"
+#include "model.h"
 #include "task.h"
 
 namespace llama_oci {
@@ -20,6 +21,16 @@ class TokenizeTask : public Task {
  protected:
   void Run() override {
     if (text_.size() > static_cast<size_t>(INT32_MAX)) throw std::runtime_error("text too long to tokenize");
+    CheckTokenizer(model_->vocab(), addSpecial_);
+    try {
+      Tokenize();
+    } catch (const std::out_of_range&) {
+      // llama.cpp looks tokens up with unordered_map::at, e.g. the byte token of a byte no other token covers.
+      throw std::runtime_error("the model's vocabulary lacks a token this text needs (its byte tokens are incomplete)");
+    }
+  }
+
+  void Tokenize() {
     const auto length = static_cast<int32_t>(text_.size());
     tokens_.resize(text_.size() + 2);
     int32_t n = llama_tokenize(model_->vocab(), text_.data(), length, tokens_.data(),

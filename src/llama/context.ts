@@ -5,6 +5,7 @@
  */
 import { isAbort, LlamaOciError } from "../errors.js";
 import { getBinding } from "./binding.js";
+import { embeddingProblem, generationProblem } from "./capabilities.js";
 import { createCompletionStream, toCompletionResult, type CompletionResult, type CompletionStream } from "./completion.js";
 import type { ModelHandle } from "./model-handle.js";
 import type { NativeBenchResult, NativeContext, NativeGenerateResult } from "./native-types.js";
@@ -71,6 +72,11 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
     return this.#native.disposed ? this.options.batchSize : this.#native.batchSize;
   }
 
+  /** The micro-batch: the most tokens one embedding takes. */
+  get ubatchSize(): number {
+    return this.#native.disposed ? this.options.ubatchSize : this.#native.ubatchSize;
+  }
+
   get disposed(): boolean {
     return this.#disposing !== undefined;
   }
@@ -90,6 +96,7 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
   async completeWithMeta(prompt: string | Int32Array, options: GenerationOptions = {}): Promise<CompletionResult> {
     this.#assertUsable();
     if (this.embeddings) throw invalid("this context was created for embeddings and cannot generate text");
+    this.#assertCanGenerate();
     const grammar = this.model.grammarFor(options);
     const sampling = toNativeSampling(options, grammar);
     const maxTokens = resolveMaxTokens(options, this.contextSize);
@@ -143,11 +150,17 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
   async embed(input: string | Int32Array, options: EmbedOptions = {}): Promise<Float32Array> {
     this.#assertUsable();
     if (!this.embeddings) throw invalid("embed() needs a context created with { embeddings: true }");
+    const problem = embeddingProblem(this.model.info);
+    if (problem !== undefined) throw invalid(`this model cannot embed text: ${problem}`);
     return this.#queue.run(async () => {
       this.#assertUsable();
       const tokens = typeof input === "string" ? await this.model.tokenize(input, PROMPT_TOKENIZE) : input;
-      if (tokens.length > this.contextSize || tokens.length > this.batchSize) {
-        throw invalid(`the text is ${tokens.length} tokens but the embedding context holds ${Math.min(this.contextSize, this.batchSize)}`, "use a larger contextSize");
+      // One pass over the whole input: it must fit the context, the batch and the micro-batch (llama.cpp asserts on
+      // a longer one for a non-causal model).
+      const limit = Math.min(this.contextSize, this.batchSize, this.ubatchSize);
+      if (tokens.length === 0) throw invalid("the text to embed is empty");
+      if (tokens.length > limit) {
+        throw invalid(`the text is ${tokens.length} tokens but the embedding context takes at most ${limit} at once`, "use a larger contextSize, batchSize and ubatchSize");
       }
       this.#assertUsable();
       return this.#withAbort(options.signal, async (abort) => {
@@ -171,6 +184,8 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
       if (!Number.isInteger(value) || value < 0) throw invalid(`${name} must be an integer >= 0 (got ${value})`);
     }
     if (nPrompt + nGen > this.contextSize) throw invalid(`bench needs ${nPrompt + nGen} tokens but the context holds ${this.contextSize}`);
+    const problem = generationProblem(this.model.info, this.#native.hasMemory);
+    if (problem !== undefined) throw invalid(`this model cannot be benchmarked: ${problem}`);
     return this.#queue.run(async () => {
       this.#assertUsable();
       return this.#withAbort(options.signal, async (abort) => {
@@ -215,6 +230,11 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
   #assertUsable(): void {
     if (this.#disposing) throw disposedError("context");
     if (this.model.disposed) throw disposedError("model");
+  }
+
+  #assertCanGenerate(): void {
+    const problem = generationProblem(this.model.info, this.#native.hasMemory);
+    if (problem !== undefined) throw invalid(`this model cannot generate text: ${problem}`);
   }
 
   #checkPromptFits(tokens: Int32Array): void {

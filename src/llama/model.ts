@@ -6,12 +6,14 @@ import { stat } from "node:fs/promises";
 import { LlamaOciError } from "../errors.js";
 import type { PullResult } from "../oci/pull.js";
 import { getBinding } from "./binding.js";
+import { generationProblem } from "./capabilities.js";
 import { ChatSession, type ChatMessage, type ChatSessionOptions } from "./chat.js";
 import { createCompletionStream, type CompletionResult, type CompletionStream } from "./completion.js";
 import { LlamaContext, type EmbedOptions } from "./context.js";
 import type { ModelHandle } from "./model-handle.js";
 import { disposedError, nativeError } from "./native-errors.js";
 import type { NativeContext, NativeContextOptions, NativeModel, NativeModelInfo } from "./native-types.js";
+import { preflightModel } from "./preflight.js";
 import {
   invalid,
   resolveContextOptions,
@@ -98,7 +100,9 @@ export class LlamaModel implements ModelHandle<LlamaContext<LlamaModel>> {
     try {
       native = await this.#track(this.#native.createContext(nativeOptions));
     } catch (error) {
-      throw nativeError(error, "INFERENCE", `could not create a context of ${resolved.contextSize} tokens`);
+      // The addon's own message already says "cannot create a context of N tokens: <reason>" when it can.
+      const said = error instanceof Error && error.message.startsWith("cannot create a context");
+      throw nativeError(error, "INFERENCE", said ? undefined : `could not create a context of ${resolved.contextSize} tokens`);
     }
     if (this.disposed) {
       native.dispose();
@@ -117,12 +121,14 @@ export class LlamaModel implements ModelHandle<LlamaContext<LlamaModel>> {
 
   async completeWithMeta(prompt: string, options: GenerationOptions = {}): Promise<CompletionResult> {
     this.#assertUsable();
+    this.#assertCanGenerate();
     return (await this.#getDefaultContext()).completeWithMeta(prompt, options);
   }
 
   /** Streams a completion: `for await (const piece of model.generate(prompt))`; `.result` has the meta. */
   generate(prompt: string, options: GenerationOptions = {}): CompletionStream {
     this.#assertUsable();
+    this.#assertCanGenerate();
     return createCompletionStream(
       async (onTextChunk, signal) => (await this.#getDefaultContext()).completeWithMeta(prompt, { ...options, onTextChunk, signal }),
       options,
@@ -132,6 +138,7 @@ export class LlamaModel implements ModelHandle<LlamaContext<LlamaModel>> {
   /** A multi-turn chat formatted with the model's chat template, on a context of its own unless one is given. */
   createChat(options: ChatSessionOptions = {}): ChatSession<LlamaModel> {
     this.#assertUsable();
+    this.#assertCanGenerate();
     return new ChatSession(this, options);
   }
 
@@ -225,6 +232,12 @@ export class LlamaModel implements ModelHandle<LlamaContext<LlamaModel>> {
     if (this.#disposing) throw disposedError("model");
   }
 
+  /** Refuses generation on a model that cannot generate (an embedding model, say) before any context exists. */
+  #assertCanGenerate(): void {
+    const problem = generationProblem(this.info);
+    if (problem !== undefined) throw invalid(`this model cannot generate text: ${problem}`);
+  }
+
   #track<T>(promise: Promise<T>): Promise<T> {
     this.#inflight.add(promise);
     const forget = () => void this.#inflight.delete(promise);
@@ -271,6 +284,9 @@ export async function loadModel(path: string, options: ModelOptions = {}): Promi
     throw new LlamaOciError("MODEL_LOAD", `cannot read model file ${path}: ${error.message}`, { cause: error });
   });
   if (!info.isFile()) throw invalid(`${path} is not a file`);
+  // What would make llama.cpp abort the process (a GGML_ASSERT) is refused here, from the file's header.
+  await preflightModel(path, { useMmap: options.useMmap ?? true });
+  if (signal?.aborted) throw new LlamaOciError("ABORTED", "the model load was aborted", { cause: signal.reason });
 
   const binding = getBinding();
   const nativeOptions = toNativeModelOptions(options, binding.systemInfo().supportsGpuOffload);
@@ -283,7 +299,11 @@ export async function loadModel(path: string, options: ModelOptions = {}): Promi
     native = await binding.loadModel(path, nativeOptions, onProgress ? (fraction) => safeProgress(onProgress, fraction) : null, flag);
   } catch (error) {
     if (signal?.aborted) throw new LlamaOciError("ABORTED", "the model load was aborted", { cause: signal.reason });
-    throw nativeError(error, "MODEL_LOAD", `cannot load model ${path}`);
+    // The addon's message names the file too ("cannot load <path>: ..."): say it once.
+    const message = error instanceof Error ? error.message : String(error);
+    const own = `cannot load ${path}: `;
+    const reason = message.startsWith(own) ? message.slice(own.length) : message;
+    throw new LlamaOciError("MODEL_LOAD", `cannot load model ${path}: ${reason}`, { cause: error });
   } finally {
     signal?.removeEventListener("abort", onAbort);
   }

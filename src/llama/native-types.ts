@@ -64,6 +64,15 @@ export interface NativeModelInfo {
   hasEncoder: boolean;
   hasDecoder: boolean;
   isRecurrent: boolean;
+  /** A diffusion model (Dream, LLaDA): its attention is not causal. */
+  isDiffusion: boolean;
+  /**
+   * False when the model does not attend causally and so cannot generate text: the GGUF turns causal attention off
+   * (`<arch>.attention.causal = false`, e.g. an embedding model) or it is a diffusion model.
+   */
+  causalAttention: boolean;
+  /** The tokenizer llama.cpp uses: "spm", "bpe", "wpm", "ugm", "rwkv", "plamo2", or "none" for a model without one. */
+  vocabType: "none" | "spm" | "bpe" | "wpm" | "ugm" | "rwkv" | "plamo2" | "unknown";
 }
 
 export interface NativeContextOptions {
@@ -143,6 +152,13 @@ export interface NativeContext {
   clear(): void;
   readonly contextSize: number;
   readonly batchSize: number;
+  /** The micro-batch: the most tokens one embedding (or any non-causal pass) can take. */
+  readonly ubatchSize: number;
+  /**
+   * False for models llama.cpp runs without a KV cache (BERT-like encoders, embedding and diffusion models): they
+   * can embed but not generate.
+   */
+  readonly hasMemory: boolean;
   dispose(): void;
   readonly disposed: boolean;
 }

@@ -91,6 +91,8 @@ export const GENERATION_DEFAULTS = {
 } as const;
 
 export const DEFAULT_CONTEXT_SIZE = 4096;
+/** ggml.h: GGML_MAX_N_THREADS. */
+export const MAX_THREADS = 512;
 export const DEFAULT_BATCH_SIZE = 512;
 
 export function invalid(message: string, hint?: string): LlamaOciError {
@@ -102,7 +104,8 @@ function checkNumber(name: string, value: number | undefined, min: number, optio
   const ok = typeof value === "number" && !Number.isNaN(value) && value >= min && value <= (options.max ?? Infinity);
   if (!ok || (options.integer && !Number.isInteger(value) && value !== Infinity)) {
     const kind = options.integer ? "an integer" : "a number";
-    throw invalid(`${name} must be ${kind} >= ${min}${options.max === undefined ? "" : ` and <= ${options.max}`} (got ${String(value)})`);
+    const range = `${min === -Infinity ? "" : ` >= ${min}`}${options.max === undefined ? "" : ` and <= ${options.max}`}`;
+    throw invalid(`${name} must be ${kind}${range} (got ${String(value)})`);
   }
 }
 
@@ -122,8 +125,9 @@ export function resolveContextOptions(options: ContextOptions, trainContextLengt
   checkNumber("contextSize", options.contextSize, 1, { integer: true });
   checkNumber("batchSize", options.batchSize, 1, { integer: true });
   checkNumber("ubatchSize", options.ubatchSize, 1, { integer: true });
-  checkNumber("threads", options.threads, 1, { integer: true });
-  checkNumber("threadsBatch", options.threadsBatch, 1, { integer: true });
+  // ggml's CPU backend has room for GGML_MAX_N_THREADS (512) threads.
+  checkNumber("threads", options.threads, 1, { integer: true, max: MAX_THREADS });
+  checkNumber("threadsBatch", options.threadsBatch, 1, { integer: true, max: MAX_THREADS });
   const contextSize = options.contextSize ?? (trainContextLength > 0 ? Math.min(trainContextLength, DEFAULT_CONTEXT_SIZE) : DEFAULT_CONTEXT_SIZE);
   const batchSize = Math.min(options.batchSize ?? DEFAULT_BATCH_SIZE, contextSize);
   const threads = options.threads ?? defaultThreads();
@@ -161,6 +165,8 @@ export function toNativeSampling(options: GenerationOptions, grammar: string | n
   checkNumber("minP", options.minP, 0, { max: 1 });
   checkNumber("repeatPenalty", options.repeatPenalty, 0);
   checkNumber("repeatLastN", options.repeatLastN, -1, { integer: true });
+  checkNumber("frequencyPenalty", options.frequencyPenalty, -Infinity);
+  checkNumber("presencePenalty", options.presencePenalty, -Infinity);
   checkNumber("seed", options.seed, 0, { integer: true, max: 0xfffffffe });
   const d = GENERATION_DEFAULTS;
   return {
