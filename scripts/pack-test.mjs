@@ -3,7 +3,10 @@
 // ./llama-oci-<version>.tgz` into an empty project (its install script compiles the addon there, from llama.cpp's
 // source: LLAMA_CPP_DIR points at this checkout's deps/llama.cpp so nothing is downloaded twice, the compile is
 // full), then an ES module and a CommonJS script in that project import the package, pull a tiny model from a local
-// registry with llama.fromDocker and generate text. Exits non-zero with a message on the first failure.
+// registry with llama.fromDocker and generate text. The project's path holds a space, "%" and "#", which npm
+// accepts and which a file:// URL has to escape (the install script must still see itself as the main module and
+// build). Before that, an install whose native build cannot succeed (LLAMA_CPP_DIR names no llama.cpp) must fail
+// with the reason, not exit 0 without an addon. Exits non-zero with a message on the first failure.
 //
 //   node scripts/pack-test.mjs [--keep]     (--keep leaves the temp project for inspection)
 import { spawnSync } from "node:child_process";
@@ -17,6 +20,8 @@ const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const keep = process.argv.includes("--keep");
 const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
 const PROMPT = "Once upon a time";
+/** The consumer project's folder name: characters a path may hold that a file:// URL escapes ("%41" stays as is). */
+const PROJECT_DIR = "my project %41 #1";
 
 /** Tarball paths that must be there (install and runtime), and prefixes that must not. */
 const REQUIRED = [
@@ -84,10 +89,27 @@ try {
   check(unwanted.length === 0, `the tarball holds files it must not: ${unwanted.slice(0, 10).join(", ")}${unwanted.length > 10 ? ", ..." : ""}`);
   log(`${packed.filename}: ${files.length} files, ${(packed.size / 1024).toFixed(0)} KiB packed, ${(packed.unpackedSize / 1024).toFixed(0)} KiB unpacked`);
 
-  phase(`npm install ./${packed.filename} into an empty project (compiles llama.cpp and the addon; minutes)`);
-  const project = join(work, "project");
-  mkdirSync(project);
-  writeFileSync(join(project, "package.json"), `${JSON.stringify({ name: "llama-oci-pack-test-project", version: "1.0.0", private: true }, null, 2)}\n`);
+  phase(`npm install ./${packed.filename} whose native build cannot succeed must fail with the reason`);
+  const broken = join(work, `broken ${PROJECT_DIR}`);
+  makeProject(broken);
+  const missingSource = join(work, "no llama.cpp here");
+  const failed = spawnSync("npm", ["install", "--no-audit", "--no-fund", "--foreground-scripts", tarball], {
+    cwd: broken,
+    env: { ...process.env, LLAMA_CPP_DIR: missingSource, LLAMA_OCI_BUILD_TOOLS: "", LLAMA_OCI_SKIP_NATIVE_BUILD: "" },
+    encoding: "utf8",
+    maxBuffer: 64 << 20,
+  });
+  const failedOutput = `${failed.stdout}${failed.stderr}`;
+  check(failed.status !== 0, `npm install with LLAMA_CPP_DIR=${missingSource} exited 0; the install script did not run or hid its failure:\n${failedOutput.slice(-2000)}`);
+  check(
+    failedOutput.includes(`LLAMA_CPP_DIR=${missingSource} does not look like a llama.cpp checkout`),
+    `npm install failed (exit ${failed.status}) without the build's reason:\n${failedOutput.slice(-2000)}`,
+  );
+  log(`failed as it should (exit ${failed.status}) and said why`);
+
+  phase(`npm install ./${packed.filename} into an empty project at "${PROJECT_DIR}" (compiles llama.cpp and the addon; minutes)`);
+  const project = join(work, PROJECT_DIR);
+  makeProject(project);
   run("npm", ["install", "--no-audit", "--no-fund", "--foreground-scripts", tarball], {
     cwd: project,
     env: { ...process.env, LLAMA_CPP_DIR: llamaCppDir, LLAMA_OCI_BUILD_TOOLS: "", LLAMA_OCI_SKIP_NATIVE_BUILD: "" },
@@ -108,7 +130,7 @@ try {
   writeFileSync(join(project, "cjs-check.cjs"), consumerScript("cjs"));
   const results = {};
   for (const [kind, script] of [["esm", "esm-check.mjs"], ["cjs", "cjs-check.cjs"]]) {
-    const out = run(process.execPath, [script, reference, join(work, `cache-${kind}`)], { cwd: project, capture: true, env: { ...process.env, LLAMA_CPP_DIR: "" } });
+    const out = run(process.execPath, [script, reference, join(project, `model cache #${kind}`)], { cwd: project, capture: true, env: { ...process.env, LLAMA_CPP_DIR: "" } });
     const result = JSON.parse(out.trim().split("\n").at(-1));
     check(result.resolved.startsWith(installed), `${kind}: 'llama-oci' resolved to ${result.resolved}, not the installed package`);
     check(result.text.length > 0, `${kind}: llama.fromDocker(...).complete() returned no text`);
@@ -128,6 +150,11 @@ try {
   else rmSync(work, { recursive: true, force: true });
 }
 process.exit(exitCode);
+
+function makeProject(dir) {
+  mkdirSync(dir);
+  writeFileSync(join(dir, "package.json"), `${JSON.stringify({ name: "llama-oci-pack-test-project", version: "1.0.0", private: true }, null, 2)}\n`);
+}
 
 /** A script a user would write: the package's public entry point only. */
 function consumerScript(kind) {

@@ -18,6 +18,7 @@ export type ErrorCode =
   | "CREDENTIALS"
   | "ABORTED"
   | "CACHE"
+  | "NO_SPACE"
   | "NATIVE_UNAVAILABLE"
   | "MODEL_LOAD"
   | "INFERENCE"

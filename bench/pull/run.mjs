@@ -4,7 +4,15 @@
 // (user + system: less sensitive than wall time to other processes on the machine; the load average is printed so
 // that numbers taken on a busy machine can be told apart).
 //
-//   node bench/pull/run.mjs [--sizes 100,1000] [--runs 3]      (sizes in MB)
+//   node bench/pull/run.mjs [--sizes 100,1000] [--runs 3] [--work DIR] [--baseline CHECKOUT]     (sizes in MB)
+//
+//   --work DIR           where the caches and downloads go (default: the OS temp dir); pick the disk you care about,
+//                        a tmpfs makes fsync free
+//   --skip-peers         time only llama-oci (and the baseline): no skopeo, curl or SHA-256 runs
+//   --baseline CHECKOUT  also time `llama-oci pull` of another built checkout (its bin/llama-oci.js), alternating
+//                        with ours, to measure what a change costs: e.g. `git archive <commit> | tar -x -C ../base`,
+//                        `npm run build` there (node_modules linked or installed); this is how the fsyncs that make
+//                        cache writes durable were measured (README, Benchmarks)
 //
 // Needs: docker-registry, skopeo, curl, sha256sum (Debian: apt-get install docker-registry skopeo curl).
 import { execFileSync, spawn } from "node:child_process";
@@ -23,9 +31,22 @@ require("node:fs").createReadStream(process.argv[1], { highWaterMark: 1 << 20 })
 `;
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const { values } = parseArgs({ options: { sizes: { type: "string", default: "100,1000" }, runs: { type: "string", default: "3" } } });
+const { values } = parseArgs({
+  options: {
+    sizes: { type: "string", default: "100,1000" },
+    runs: { type: "string", default: "3" },
+    work: { type: "string" },
+    baseline: { type: "string" },
+    "skip-peers": { type: "boolean", default: false },
+  },
+});
 const sizesMB = values.sizes.split(",").map(Number);
 const runs = Number(values.runs);
+const baselineCli = values.baseline === undefined ? undefined : join(values.baseline, "bin", "llama-oci.js");
+if (baselineCli !== undefined && !existsSync(baselineCli)) {
+  console.error(`bench: --baseline ${values.baseline} has no bin/llama-oci.js`);
+  process.exit(2);
+}
 
 for (const tool of ["docker-registry", "skopeo", "curl", "sha256sum"]) {
   try {
@@ -37,7 +58,7 @@ for (const tool of ["docker-registry", "skopeo", "curl", "sha256sum"]) {
 }
 if (!existsSync(join(root, "dist", "esm", "cli", "main.js"))) execFileSync("npm", ["run", "build"], { cwd: root, stdio: "inherit" });
 
-const work = join(tmpdir(), `llama-oci-bench-${process.pid}`);
+const work = join(values.work ?? tmpdir(), `llama-oci-bench-${process.pid}`);
 mkdirSync(work, { recursive: true });
 const registry = await startLocalRegistry();
 const registryUrl = registry.url;
@@ -51,12 +72,23 @@ try {
   rmSync(work, { recursive: true, force: true });
 }
 
-console.log("\n| blob | llama-oci pull | skopeo copy | curl + sha256sum | curl alone | Node SHA-256 pass | skopeo / ours | ours / max(curl, sha) | peak RSS | our CPU |");
-console.log("|---|---|---|---|---|---|---|---|---|---|");
-for (const r of rows) {
+if (!values["skip-peers"]) console.log("\n| blob | llama-oci pull | skopeo copy | curl + sha256sum | curl alone | Node SHA-256 pass | skopeo / ours | ours / max(curl, sha) | peak RSS | our CPU |");
+if (!values["skip-peers"]) console.log("|---|---|---|---|---|---|---|---|---|---|");
+for (const r of values["skip-peers"] ? [] : rows) {
   console.log(
     `| ${r.mb} MB | ${s(r.ours)} | ${s(r.skopeo)} | ${s(r.curlSha)} | ${s(r.curl)} | ${s(r.sha)} | ${(r.skopeo / r.ours).toFixed(2)}x | ${(r.ours / Math.max(r.curl, r.sha)).toFixed(2)} | ${(r.rss / 1e6).toFixed(0)} MB | ${s(r.cpu)} |`,
   );
+}
+if (baselineCli !== undefined) {
+  console.log(`\n| blob | llama-oci pull | baseline pull (${values.baseline}) | ours - baseline | ours / baseline | our CPU | baseline CPU |`);
+  console.log("|---|---|---|---|---|---|---|");
+  for (const r of rows) {
+    console.log(
+      `| ${r.mb} MB | ${s(r.ours)} | ${s(r.base)} | ${(r.ours - r.base >= 0 ? "+" : "") + s(r.ours - r.base)} | ${(r.ours / r.base).toFixed(2)} | ${s(r.cpu)} | ${s(r.baseCpu)} |`,
+    );
+  }
+  console.log(`ours: ${rows.map((r) => `${r.mb} MB ${r.oursAll.map(s).join(", ")}`).join("; ")}`);
+  console.log(`baseline: ${rows.map((r) => `${r.mb} MB ${r.baseAll.map(s).join(", ")}`).join("; ")}`);
 }
 console.log("\ntargets: skopeo / ours >= 1.5, ours / max(curl, sha) <= 1.3, peak RSS < 150 MB");
 console.log(`medians of ${runs} runs; ${cpus().length} CPUs, load average ${loadBefore.toFixed(2)} before, ${loadavg()[0].toFixed(2)} after`);
@@ -88,21 +120,42 @@ async function benchSize(mb) {
 
   const reference = `${registry.host}/${repository}:${tag}`;
   const blobUrl = `${registryUrl}/v2/${repository}/blobs/${digest}`;
-  const times = { ours: [], skopeo: [], curlSha: [], curl: [], sha: [] };
+  const times = { ours: [], base: [], skopeo: [], curlSha: [], curl: [], sha: [] };
   const rss = [];
   const cpu = [];
+  const baseCpu = [];
   for (let run = 0; run < runs; run++) {
     const dest = join(work, `run-${mb}-${run}`);
     const rssFile = join(work, "rss");
-    times.ours.push(
-      timed("node", ["-r", join(root, "bench/pull/report-rss.cjs"), join(root, "bin/llama-oci.js"), "pull", "-q", "--cache-dir", `${dest}-ours`, reference], {
+    const pullWith = (cli, cacheDir) => {
+      const seconds = timed("node", ["-r", join(root, "bench/pull/report-rss.cjs"), cli, "pull", "-q", "--cache-dir", cacheDir, reference], {
         LLAMA_OCI_BENCH_RSS_FILE: rssFile,
-      }),
-    );
-    const usage = JSON.parse(readFileSync(rssFile, "utf8"));
-    rss.push(usage.rss);
-    cpu.push(usage.userS + usage.systemS);
-    rmSync(`${dest}-ours`, { recursive: true, force: true });
+      });
+      rmSync(cacheDir, { recursive: true, force: true });
+      return { seconds, usage: JSON.parse(readFileSync(rssFile, "utf8")) };
+    };
+    // Ours and the baseline take turns going first, so that neither always runs after the other's disk writes.
+    const order = baselineCli !== undefined && run % 2 === 1 ? ["base", "ours"] : ["ours", "base"];
+    for (const which of order) {
+      if (which === "ours") {
+        const { seconds, usage } = pullWith(join(root, "bin/llama-oci.js"), `${dest}-ours`);
+        times.ours.push(seconds);
+        rss.push(usage.rss);
+        cpu.push(usage.userS + usage.systemS);
+      } else if (baselineCli !== undefined) {
+        const { seconds, usage } = pullWith(baselineCli, `${dest}-base`);
+        times.base.push(seconds);
+        baseCpu.push(usage.userS + usage.systemS);
+      }
+    }
+    if (values["skip-peers"]) {
+      console.error(
+        `bench: ${mb} MB run ${run + 1}/${runs}: ours ${s(times.ours.at(-1))} (cpu ${s(cpu.at(-1))})` +
+          (baselineCli !== undefined ? `, baseline ${s(times.base.at(-1))} (cpu ${s(baseCpu.at(-1))})` : "") +
+          `; load ${loadavg()[0].toFixed(2)}`,
+      );
+      continue;
+    }
     times.skopeo.push(timed("skopeo", ["copy", "-q", "--src-tls-verify=false", `docker://${reference}`, `dir:${dest}-skopeo`]));
     rmSync(`${dest}-skopeo`, { recursive: true, force: true });
     times.curlSha.push(timed("sh", ["-c", `curl -sf -o '${dest}-curl' '${blobUrl}' && sha256sum '${dest}-curl' >/dev/null`]));
@@ -111,13 +164,19 @@ async function benchSize(mb) {
     times.sha.push(timed("node", ["-e", SHA_SCRIPT, `${dest}-curl`]));
     rmSync(`${dest}-curl`, { force: true });
     console.error(
-      `bench: ${mb} MB run ${run + 1}/${runs}: ours ${s(times.ours.at(-1))} (cpu ${s(cpu.at(-1))}), skopeo ${s(times.skopeo.at(-1))}, ` +
+      `bench: ${mb} MB run ${run + 1}/${runs}: ours ${s(times.ours.at(-1))} (cpu ${s(cpu.at(-1))}), ` +
+        (baselineCli !== undefined ? `baseline ${s(times.base.at(-1))} (cpu ${s(baseCpu.at(-1))}), ` : "") +
+        `skopeo ${s(times.skopeo.at(-1))}, ` +
         `curl ${s(times.curl.at(-1))}, sha ${s(times.sha.at(-1))}; load ${loadavg()[0].toFixed(2)}`,
     );
   }
   return {
     mb,
     ours: median(times.ours),
+    base: times.base.length > 0 ? median(times.base) : undefined,
+    oursAll: times.ours,
+    baseAll: times.base,
+    baseCpu: baseCpu.length > 0 ? median(baseCpu) : undefined,
     skopeo: median(times.skopeo),
     curlSha: median(times.curlSha),
     curl: median(times.curl),

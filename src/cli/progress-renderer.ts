@@ -3,6 +3,7 @@
  * place. Without a terminal it writes a few plain lines per layer and no escape codes at all.
  */
 import type { ProgressEvent, ProgressListener } from "../oci/progress.js";
+import { terminalSafe } from "../util/terminal.js";
 import { formatDuration, formatMB, shortDigest, SpeedMeter } from "./progress-format.js";
 
 export interface RendererOptions {
@@ -69,9 +70,9 @@ export function createProgressRenderer(options: RendererOptions): ProgressRender
   return createTerminalRenderer(options, !noColor);
 }
 
-/** Control characters from a server or file name must not reach the terminal. */
+/** Control characters and escape sequences from a server or file name must not reach the terminal. */
 function clean(text: string): string {
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]+/g, " ").trim();
+  return terminalSafe(text).trim();
 }
 
 function resolvedLine(event: Extract<ProgressEvent, { type: "resolved" | "push-resolved" }>): string {
@@ -79,6 +80,9 @@ function resolvedLine(event: Extract<ProgressEvent, { type: "resolved" | "push-r
   const verb = event.type === "push-resolved" ? "Pushing" : "Pulling";
   return `${verb} ${clean(event.reference)} (${files}, ${formatMB(event.totalBytes)})`;
 }
+
+/** The line of a layer whose blob another download (another process, or another pull in this one) is fetching. */
+export const WAITING_TEXT = "Waiting for another download";
 
 function doneText(fromCache: boolean): string {
   return fromCache ? "Already exists" : "Download complete";
@@ -105,11 +109,14 @@ function createPlainRenderer(stream: RendererOptions["stream"]): ProgressRendere
         const name = clean(event.filename);
         line(
           event.resumeFrom > 0
-            ? `${short}: Resuming ${name} from ${formatMB(event.resumeFrom)}`
+            ? `${short}: Resuming download from ${formatMB(event.resumeFrom)}`
             : `${short}: Downloading ${name} (${formatMB(event.size)})`,
         );
         break;
       }
+      case "layer-waiting":
+        line(`${shortDigest(event.digest)}: ${WAITING_TEXT}`);
+        break;
       case "layer-push-start":
         line(`${shortDigest(event.digest)}: Pushing ${clean(event.filename)} (${formatMB(event.size)})`);
         break;
@@ -136,7 +143,7 @@ function createPlainRenderer(stream: RendererOptions["stream"]): ProgressRendere
   return { onProgress, close: () => void (closed = true) };
 }
 
-type LayerStatus = "waiting" | "downloading" | "retrying" | "verifying" | "done";
+type LayerStatus = "waiting" | "locked" | "downloading" | "retrying" | "verifying" | "done";
 
 interface LayerState {
   digest: string;
@@ -180,6 +187,8 @@ function createTerminalRenderer(options: RendererOptions, color: boolean): Progr
     switch (layer.status) {
       case "waiting":
         return paint(`${short}: Waiting`, undefined);
+      case "locked":
+        return paint(`${short}: ${WAITING_TEXT}`, undefined);
       case "retrying":
         return paint(`${short}: ${layer.retryText}`, YELLOW);
       case "verifying":
@@ -287,6 +296,12 @@ function createTerminalRenderer(options: RendererOptions, color: boolean): Progr
         startTransfer(event.digest, event.size, event.resumeFrom, "Downloading");
         const short = shortDigest(event.digest);
         return draw(event.resumeFrom > 0 ? [`${short}: Resuming download from ${formatMB(event.resumeFrom)}`] : []);
+      }
+      case "layer-waiting": {
+        const layer = layerFor(event.digest, event.size);
+        layer.size = event.size;
+        layer.status = "locked";
+        return draw();
       }
       case "layer-push-start":
         startTransfer(event.digest, event.size, 0, "Pushing");

@@ -12,7 +12,7 @@ import type { Logger } from "../log.js";
 import { parseDigest } from "./name/index.js";
 import type { ProgressListener } from "./progress.js";
 import { contentRangeStart, openBlob } from "./remote/index.js";
-import { BatchWriter, hashFile, type Store } from "./store/index.js";
+import { BatchWriter, hashFile, isNoSpace, noSpaceError, type Store } from "./store/index.js";
 import {
   backoffMs,
   delay,
@@ -49,6 +49,8 @@ export interface BlobResult {
 }
 
 const PROGRESS_INTERVAL_MS = 50;
+/** A background fdatasync of the partial after each this many bytes (see BatchWriter). */
+const SYNC_EVERY_BYTES = 32 << 20;
 
 export async function downloadBlob(request: BlobRequest): Promise<BlobResult> {
   const { store, digest, size, onProgress } = request;
@@ -56,9 +58,13 @@ export async function downloadBlob(request: BlobRequest): Promise<BlobResult> {
     onProgress?.({ type: "layer-done", digest, size, fromCache: true });
     return { fromCache: true, bytesTransferred: 0 };
   }
+  // Another process downloading the blob holds its lock: say so, and wait (an abort ends the wait at once).
   const lock = await store.lockBlob(digest, {
     signal: request.signal,
-    onWait: () => request.logger.debug(`waiting for another download of ${digest}`),
+    onWait: () => {
+      request.logger.debug(`waiting for another download of ${digest}`);
+      onProgress?.({ type: "layer-waiting", digest, size, filename: request.filename });
+    },
   });
   try {
     if (await store.blobs.has(digest, size)) {
@@ -66,7 +72,10 @@ export async function downloadBlob(request: BlobRequest): Promise<BlobResult> {
       return { fromCache: true, bytesTransferred: 0 };
     }
     const bytesTransferred = await fetchIntoPartial(request);
-    await store.blobs.commit(digest);
+    await store.blobs.commit(digest).catch(async (error: unknown) => {
+      if (!isNoSpace(error)) throw error;
+      throw await noSpaceError(store.root, { writing: request.filename, kept: size, cause: error });
+    });
     onProgress?.({ type: "layer-done", digest, size, fromCache: false });
     return { fromCache: false, bytesTransferred };
   } finally {
@@ -89,8 +98,14 @@ async function openPartial(request: BlobRequest): Promise<PartialState> {
     return hashPrefix(partial, digest, existing.size);
   }
   await store.blobs.discardPartial(digest);
-  await writeFile(store.blobs.partialDigestPath(digest), `${digest}\n`);
-  await writeFile(partial, "");
+  try {
+    await writeFile(store.blobs.partialDigestPath(digest), `${digest}\n`);
+    await writeFile(partial, "");
+  } catch (error) {
+    if (!isNoSpace(error)) throw error;
+    await store.blobs.discardPartial(digest);
+    throw await noSpaceError(store.root, { needed: size, writing: request.filename, cause: error });
+  }
   return { hash: newHash(digest), offset: 0 };
 }
 
@@ -123,6 +138,8 @@ async function fetchIntoPartial(request: BlobRequest): Promise<number> {
         signal,
         bodyTimeoutMs: request.stallTimeoutMs ?? 30_000,
         headersTimeoutMs: request.stallTimeoutMs ?? 30_000,
+        // This loop is the blob's retry: it resumes from the bytes on disk, whose hash it holds, with the same policy.
+        retry: false,
       });
       const outcome = await classify(response, startOffset, request, policy);
       if (outcome.kind === "retry") {
@@ -234,6 +251,8 @@ async function writeBody(response: HttpResponse, partial: string, state: Partial
       }
     },
     onError: () => body.destroy(),
+    // The blob is fsynced before it is committed; writing it back as it arrives leaves that fsync little to wait for.
+    syncEveryBytes: SYNC_EVERY_BYTES,
   });
   try {
     const ended = finished(body);
@@ -252,11 +271,18 @@ async function writeBody(response: HttpResponse, partial: string, state: Partial
     bodyError = error;
   } finally {
     writer.flush();
+    await writer.settle();
     await file.close();
   }
   if (writer.failed) {
     const error = writer.error;
     // A disk failure, not a network one: retrying the download would not help (and the hash is already ahead).
+    // The file keeps only the batches that were written whole (state.offset): a short write's tail is cut off, so
+    // that a later pull resumes from a prefix it re-hashes, whatever the failed write left behind.
+    await truncate(partial, state.offset).catch(() => {});
+    if (isNoSpace(error)) {
+      throw await noSpaceError(request.store.root, { needed: size - state.offset, writing: request.filename, kept: state.offset, cause: error });
+    }
     throw new LlamaOciError("CACHE", `cannot write ${partial}: ${(error as Error).message}`, {
       hint: "check free disk space and permissions of the cache directory (--cache-dir / LLAMA_CACHE)",
       cause: error,

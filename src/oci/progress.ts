@@ -4,6 +4,8 @@
  */
 export type ProgressEvent =
   | { type: "resolved"; reference: string; digest: string; files: number; totalBytes: number }
+  /** Another process (or another pull in this one) is downloading this blob; this pull waits for it to finish. */
+  | { type: "layer-waiting"; digest: string; size: number; filename: string }
   /** resumeFrom > 0 means a partial download of resumeFrom bytes is being continued. */
   | { type: "layer-start"; digest: string; size: number; filename: string; resumeFrom: number }
   /** completed counts every byte of the layer on disk, including the resumed part. */

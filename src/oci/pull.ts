@@ -20,7 +20,7 @@ import {
   type PullEndpoint,
   type RegistryAccessOptions,
 } from "./remote/index.js";
-import { defaultCacheDir, digestFile, Store, type ModelRecord, type StoredFile, type TagRecord } from "./store/index.js";
+import { assertFreeSpace, defaultCacheDir, digestFile, Store, type ModelRecord, type StoredFile, type TagRecord } from "./store/index.js";
 import { describeNetworkError, HttpClient, type RegistryTransport, type RetryPolicy } from "./transport/index.js";
 
 export interface PullOptions extends RegistryAccessOptions {
@@ -198,6 +198,7 @@ async function pullOnline(ctx: PullContext, http: HttpClient): Promise<PullResul
 
   if (options.verify) await reverifyBlobs(ctx, [...stored, configFile(manifest)]);
   const blobs = [configFile(manifest), ...stored];
+  await assertFreeSpace(store, blobs);
   // Blobs come from the endpoint that served the manifest; a mirror that fails mid-way hands the rest to the origin.
   let blobEndpoint = served.endpoint;
   const download = async (file: StoredFile, endpoint: PullEndpoint) =>

@@ -1,18 +1,32 @@
-/** Writing cache files so that a reader never sees half of one: a temporary name, flushed, then renamed into place. */
+/**
+ * Writing cache files so that a reader never sees half of one, and a power cut leaves the old file or the new one:
+ * a temporary name, fsynced, renamed into place, then the folder fsynced (durable.ts).
+ */
 import { randomBytes } from "node:crypto";
 import type { Dirent } from "node:fs";
-import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { open, readdir, readFile, rename, rm } from "node:fs/promises";
 import { dirname } from "node:path";
 import { LlamaOciError } from "../../errors.js";
+import { fsyncDir, mkdirDurable } from "./durable.js";
+import { isNoSpace, noSpaceError } from "./free-space.js";
 
 export async function atomicWrite(path: string, data: string | Buffer): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
+  const dir = dirname(path);
   const temp = `${path}.${process.pid}.${randomBytes(4).toString("hex")}.new`;
   try {
-    await writeFile(temp, data, { flush: true });
+    await mkdirDurable(dir);
+    const handle = await open(temp, "wx");
+    try {
+      await handle.writeFile(data);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
     await rename(temp, path);
+    await fsyncDir(dir);
   } catch (error) {
     await rm(temp, { force: true });
+    if (isNoSpace(error)) throw await noSpaceError(dir, { writing: path, cause: error });
     throw new LlamaOciError("CACHE", `cannot write ${path}: ${(error as Error).message}`, {
       hint: "check free disk space and permissions of the cache directory (--cache-dir / LLAMA_CACHE)",
       cause: error,

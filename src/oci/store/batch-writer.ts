@@ -6,8 +6,11 @@
  * write holds the event loop for less time than hashing the same megabyte does.
  * A batch goes out when it is full, or at the latest `maxDelayMs` after its first byte arrived, so that a slow or
  * stalled connection still gets its bytes onto disk promptly.
+ * With `syncEveryBytes`, an fdatasync runs on the threadpool each time that many more bytes were written: the data
+ * then goes to the disk while the download goes on, instead of all at once in the fsync before the blob is renamed
+ * into place (which for a large blob meant waiting, after the last byte, for the whole file to be written back).
  */
-import { writevSync } from "node:fs";
+import { fdatasync, writevSync } from "node:fs";
 
 export interface BatchWriterOptions {
   /** Write once this many bytes are queued. */
@@ -18,6 +21,8 @@ export interface BatchWriterOptions {
   onWritten?: (written: number) => void;
   /** Called once when a write fails; later chunks are dropped. */
   onError?: (error: unknown) => void;
+  /** Start a background fdatasync each time this many more bytes are on disk (default: never). */
+  syncEveryBytes?: number;
 }
 
 export class BatchWriter {
@@ -29,6 +34,8 @@ export class BatchWriter {
   private queued = 0;
   private timer?: NodeJS.Timeout;
   private failure?: { error: unknown };
+  private syncing?: Promise<void>;
+  private unsynced = 0;
 
   constructor(
     private readonly fd: number,
@@ -79,8 +86,31 @@ export class BatchWriter {
       return false;
     }
     this.written += total;
+    this.unsynced += total;
     this.options.onWritten?.(this.written);
+    this.syncSoon();
     return true;
+  }
+
+  /** Waits for a background fdatasync in flight; call it before closing the file. */
+  async settle(): Promise<void> {
+    await this.syncing;
+  }
+
+  private syncSoon(): void {
+    const every = this.options.syncEveryBytes;
+    if (every === undefined || this.unsynced < every || this.syncing !== undefined) return;
+    this.unsynced = 0;
+    this.syncing = new Promise((resolve) => {
+      fdatasync(this.fd, (error) => {
+        this.syncing = undefined;
+        if (error && !this.failure) {
+          this.failure = { error };
+          this.options.onError?.(error);
+        }
+        resolve();
+      });
+    });
   }
 }
 

@@ -5,13 +5,15 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { link, mkdir, rename, rm, stat } from "node:fs/promises";
+import { link, rename, rm, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { abortError, isAbort, LlamaOciError } from "../../errors.js";
 import { sha256Digest } from "../name/index.js";
 import { atomicWrite } from "./atomic-write.js";
+import { fsyncDir, fsyncFile, mkdirDurable } from "./durable.js";
+import { isNoSpace, noSpaceError } from "./free-space.js";
 import { hashFile } from "./hashing.js";
 import type { Store } from "./store.js";
 
@@ -33,7 +35,7 @@ export async function importFileBlob(store: Store, path: string, options: Import
   if (!info.isFile()) throw new LlamaOciError("INVALID_ARGUMENT", `${path} is not a regular file`);
 
   const dir = store.layout.blobsDir("sha256");
-  await mkdir(dir, { recursive: true });
+  await mkdirDurable(dir);
   const temp = join(dir, `import-${process.pid}-${randomBytes(6).toString("hex")}.tmp`);
   try {
     const linked = options.hardLink === true && (await link(path, temp).then(() => true, () => false));
@@ -50,6 +52,7 @@ export async function importFileBlob(store: Store, path: string, options: Import
   } catch (error) {
     if (error instanceof LlamaOciError) throw error;
     if (isAbort(error)) throw abortError(options.signal);
+    if (isNoSpace(error)) throw await noSpaceError(store.root, { needed: info.size, writing: path, cause: error });
     throw new LlamaOciError("CACHE", `cannot add ${path} to the cache (${store.root}): ${(error as Error).message}`, {
       hint: "check free disk space and permissions of the cache directory (--cache-dir / LLAMA_CACHE)",
       cause: error,
@@ -70,8 +73,12 @@ async function commit(store: Store, temp: string, digest: string, size: number, 
   const lock = await store.lockBlob(digest, { signal });
   try {
     if (await store.blobs.has(digest, size)) return;
-    await mkdir(dirname(store.blobs.path(digest)), { recursive: true });
-    await rename(temp, store.blobs.path(digest));
+    const target = store.blobs.path(digest);
+    await mkdirDurable(dirname(target));
+    // Durable before it is named: a power cut must not leave a right-sized blob whose bytes never reached the disk.
+    await fsyncFile(temp);
+    await rename(temp, target);
+    await fsyncDir(dirname(target));
   } finally {
     await lock.release();
   }

@@ -3,9 +3,10 @@
  * digest it must reach beside it), and listing everything under blobs/ for prune.
  */
 import { rename, rm, stat } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { isDigest } from "../name/index.js";
 import { listDir } from "./atomic-write.js";
+import { fsyncDir, fsyncFile } from "./durable.js";
 import { ALGORITHMS, type StoreLayout } from "./layout.js";
 
 /** A file under blobs/: a verified blob, a partial download (.tmp), the digest it must reach (.digest), or a lock. */
@@ -46,9 +47,15 @@ export class BlobStore {
     }
   }
 
-  /** Moves a fully verified partial into place and forgets its .digest file. */
+  /**
+   * Moves a fully verified partial into place and forgets its .digest file: its data is fsynced first and the folder
+   * after, so that after a power cut the blob is either absent or whole (a cache hit trusts a blob by its size).
+   */
   async commit(digest: string): Promise<void> {
-    await rename(this.partialPath(digest), this.path(digest));
+    const partial = this.partialPath(digest);
+    await fsyncFile(partial);
+    await rename(partial, this.path(digest));
+    await fsyncDir(dirname(this.path(digest)));
     await rm(this.partialDigestPath(digest), { force: true });
   }
 

@@ -1,6 +1,7 @@
 /**
  * store: the cache on disk: its layout, content-addressed blobs, manifests, model records and folders, refs,
- * cross-process locks, batched and atomic writes, file hashing, and importing local files as blobs.
+ * cross-process locks, batched, atomic and durable (fsynced) writes, file hashing, importing local files as blobs,
+ * and checking free disk space.
  */
 export * from "./store.js";
 export * from "./layout.js";
@@ -14,3 +15,5 @@ export * from "./batch-writer.js";
 export * from "./hashing.js";
 export * from "./cache-dir.js";
 export * from "./blob-import.js";
+export * from "./durable.js";
+export * from "./free-space.js";

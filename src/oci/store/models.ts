@@ -3,11 +3,12 @@
  * (the files laid out under the names llama.cpp expects, as links to the blobs).
  */
 import { randomBytes } from "node:crypto";
-import { copyFile, link, mkdir, rename, rm, stat, symlink } from "node:fs/promises";
+import { copyFile, link, rename, rm, stat, symlink } from "node:fs/promises";
 import { dirname, join, relative } from "node:path";
 import { LlamaOciError } from "../../errors.js";
 import { isDigest } from "../name/index.js";
 import { listDir, readJson, writeJson } from "./atomic-write.js";
+import { fsyncDir, fsyncFile, mkdirDurable } from "./durable.js";
 import type { StoreLayout } from "./layout.js";
 
 export interface StoredFile {
@@ -85,25 +86,30 @@ export class ModelStore {
 
   /**
    * Lays the model's files out under models/<hex>/ with the names llama.cpp expects (shards side by side),
-   * as hard links to the blobs (no second copy), or symbolic links, or copies where links are impossible.
+   * as hard links to the blobs (no second copy), or symbolic links, or copies where links are impossible. Every
+   * folder that got a new name is fsynced before this returns (and a copy before it is named), so that the model
+   * record written next never describes a folder a power cut could take back.
    */
   async link(manifestDigest: string, files: StoredFile[]): Promise<string> {
     const dir = this.dir(manifestDigest);
+    const changed = new Set<string>();
     for (const file of files) {
       const target = join(dir, ...file.filename.split("/"));
       if (relative(dir, target).startsWith("..")) {
         throw new LlamaOciError("UNSUPPORTED_ARTIFACT", `file path ${JSON.stringify(file.filename)} escapes the model folder`);
       }
-      await mkdir(dirname(target), { recursive: true });
-      await placeLink(this.layout.blob(file.digest), target);
+      await mkdirDurable(dirname(target));
+      if (await placeLink(this.layout.blob(file.digest), target)) changed.add(dirname(target));
     }
+    for (const folder of changed) await fsyncDir(folder);
     return dir;
   }
 }
 
-async function placeLink(source: string, target: string): Promise<void> {
+/** Places target as a link to source (or a copy); false when it already was one. */
+async function placeLink(source: string, target: string): Promise<boolean> {
   const [from, to] = await Promise.all([stat(source), stat(target).catch(() => undefined)]);
-  if (to && to.ino === from.ino && to.dev === from.dev) return;
+  if (to && to.ino === from.ino && to.dev === from.dev) return false;
   const temp = `${target}.${randomBytes(4).toString("hex")}.link`;
   try {
     await link(source, temp);
@@ -112,12 +118,14 @@ async function placeLink(source: string, target: string): Promise<void> {
       await symlink(source, temp);
     } catch {
       await copyFile(source, temp);
+      await fsyncFile(temp);
     }
   }
   await rename(temp, target);
   // rename(2) does nothing when temp and target are already links to the same file (another process placed
   // target meanwhile), leaving temp behind.
   await rm(temp, { force: true });
+  return true;
 }
 
 /** models/ names folders by hex alone; the length tells the algorithm. */

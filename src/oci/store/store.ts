@@ -2,9 +2,10 @@
  * The cache, opened: its layout (layout.ts) and one object per kind of content, blobs, manifests, model records
  * and folders, refs, plus the per-blob lock that every writer and deleter of a blob takes.
  */
-import { mkdir } from "node:fs/promises";
 import { dirname } from "node:path";
 import { BlobStore } from "./blobs.js";
+import { mkdirDurable } from "./durable.js";
+import { isNoSpace, noSpaceError } from "./free-space.js";
 import { StoreLayout } from "./layout.js";
 import { acquireLock, type Lock, type LockOptions } from "./lock.js";
 import { ManifestStore } from "./manifests.js";
@@ -32,8 +33,13 @@ export class Store {
   /** The lock of one blob, shared by its download, import and deletion; waits while another process holds it. */
   async lockBlob(digest: string, options?: LockOptions): Promise<Lock> {
     const path = this.layout.lock(digest);
-    await mkdir(dirname(path), { recursive: true });
-    return acquireLock(path, options);
+    try {
+      await mkdirDurable(dirname(path));
+      return await acquireLock(path, options);
+    } catch (error) {
+      if (isNoSpace(error)) throw await noSpaceError(this.root, { writing: path, cause: error });
+      throw error;
+    }
   }
 
   /** The blob's lock if nobody live holds it (an abandoned lock is taken over), else undefined; never waits. */
