@@ -160,6 +160,21 @@ describe("a cached tag whose registry check fails is served from the cache, with
   });
 });
 
+describe("bounded inputs", () => {
+  test("a config blob larger than a model config can be is refused before anything is downloaded", async () => {
+    const artifact = dockerV01({ ggufs: [fakeGguf(20_000, 74)] });
+    artifact.config = { mediaType: artifact.config.mediaType, data: Buffer.alloc(5 * 1024 * 1024, 0x20) };
+    await pushArtifact({ registryUrl: registry.url, repository: "ai/bigconfig" }, "v1", artifact);
+    proxy.clearFaults();
+    proxy.resetStats();
+    const error = (await pull(`${proxy.host}/ai/bigconfig:v1`, { cacheDir: newCache(), retry: FAST_RETRY }).catch((e: unknown) => e)) as LlamaOciError;
+    expect(error).toBeInstanceOf(LlamaOciError);
+    expect(error.code).toBe("UNSUPPORTED_ARTIFACT");
+    expect(error.message).toMatch(/config blob is 5242880 bytes, more than a model config can be \(4194304\)/);
+    expect(seen((r) => r.path.includes("/blobs/"))).toBe(0);
+  });
+});
+
 describe("terminal safety", () => {
   test("escape sequences in a registry's error message never reach the terminal", async () => {
     proxy.clearFaults();
@@ -315,6 +330,20 @@ describe("redirects and token requests", () => {
     } finally {
       await tokenRegistry.stop();
       await direct.stop();
+    }
+  });
+
+  test("a token response larger than a token can be is refused, not buffered", async () => {
+    const huge = Buffer.from(JSON.stringify({ token: "x".repeat(2 * 1024 * 1024) }));
+    const realmFront = await startFront(tokens.url, () => ({ status: 200, headers: { "content-type": "application/json" }, body: huge }));
+    servers.push(realmFront.server);
+    const tokenRegistry = await startRegistry({ auth: { kind: "token", tokenServer: { ...tokens, realm: `${realmFront.url}/token` } } });
+    try {
+      const error = (await pull(`${tokenRegistry.host}/open/model:v1`, { cacheDir: newCache(), retry: FAST_RETRY }).catch((e: unknown) => e)) as LlamaOciError;
+      expect(error).toBeInstanceOf(LlamaOciError);
+      expect(error.message).toMatch(/token server 127\.0\.0\.1:\d+ sent a response larger than 1048576 bytes/);
+    } finally {
+      await tokenRegistry.stop();
     }
   });
 
