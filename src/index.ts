@@ -34,6 +34,8 @@ export {
   type PackagedFile,
 } from "./oci/package.js";
 export { pushModel, type PushOptions, type PushResult, type PushedBlob } from "./oci/push.js";
+export { saveModel, type SaveOptions, type SaveResult } from "./oci/layout/index.js";
+export type { ModelDefaults } from "./oci/model/index.js";
 export type { ExplicitCredentials } from "./oci/authn/index.js";
 export type { RegistryAccessOptions } from "./oci/remote/index.js";
 export type { ProgressEvent, ProgressListener, PushOutcome } from "./oci/progress.js";

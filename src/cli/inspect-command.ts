@@ -19,6 +19,7 @@ Options:
   --remote                    ask the registry even when the model is cached
   --json                      print the whole result as JSON (the full chat template and GGUF metadata)
   --offline                   use the cache only, no network (also LLAMA_OCI_OFFLINE=1)
+  --platform <os/arch[/v]>    which child of an image index to inspect (with --remote or an uncached model)
 ${REGISTRY_USAGE}
   -q, --quiet                 no warnings
   -v, --verbose               trace every HTTP exchange on stderr (also LLAMA_OCI_DEBUG=1)
@@ -28,7 +29,7 @@ export async function inspectCommand(argv: string[], cli: CliContext): Promise<n
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { ...REGISTRY_FLAGS, remote: { type: "boolean" }, json: { type: "boolean" }, offline: { type: "boolean" } },
+    options: { ...REGISTRY_FLAGS, remote: { type: "boolean" }, json: { type: "boolean" }, offline: { type: "boolean" }, platform: { type: "string" } },
   });
   if (values.help) {
     cli.stdout.write(`${INSPECT_USAGE}\n`);
@@ -41,6 +42,7 @@ export async function inspectCommand(argv: string[], cli: CliContext): Promise<n
     ...registryOptions(values),
     remote: values.remote,
     offline: values.offline,
+    platform: values.platform,
     verbose: values.verbose || undefined,
     env: cli.env,
     signal: cli.signal,

@@ -19,6 +19,7 @@ Commands:
   inspect <reference> show a model's manifest, config and GGUF header (--remote: read only the header)
   package <reference> build a model artifact from local GGUF files into the cache (--push: and upload it)
   push <reference>    upload a cached model to its registry
+  save <ref> oci:<dir>  write a cached model into an OCI image layout folder (pull oci:<dir>:<tag> reads it)
 
 Run 'llama-oci <command> --help' for the options of a command.
 Examples:
@@ -44,6 +45,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   inspect: async () => (await import("./inspect-command.js")).inspectCommand,
   package: async () => (await import("./package-command.js")).packageCommand,
   push: async () => (await import("./push-command.js")).pushCommand,
+  save: async () => (await import("./save-command.js")).saveCommand,
 };
 
 /** Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted (Ctrl+C). */

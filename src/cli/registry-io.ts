@@ -21,6 +21,7 @@ export const PULL_FLAGS = {
   offline: { type: "boolean" },
   verify: { type: "boolean" },
   "registry-mirror": { type: "string", multiple: true },
+  platform: { type: "string" },
 } as const;
 
 /** Help lines for REGISTRY_FLAGS (before -q, -v, -h, which each command lists with its own wording). */
@@ -31,7 +32,8 @@ export const REGISTRY_USAGE = `  --cache-dir <dir>           cache root (default
 export const PULL_USAGE_LINES = `  --offline                   resolve from the cache only, no network (also LLAMA_OCI_OFFLINE=1)
   --verify                    re-hash cached files instead of trusting the recorded verification
   --registry-mirror <url>     try this mirror before the registry: URL for Docker Hub, HOST=URL for registry HOST
-                              (repeatable, in order; also LLAMA_OCI_REGISTRY_MIRRORS, comma-separated)`;
+                              (repeatable, in order; also LLAMA_OCI_REGISTRY_MIRRORS, comma-separated)
+  --platform <os/arch[/v]>    which child of an image index to pull (default DOCKER_DEFAULT_PLATFORM, else the model)`;
 
 interface RegistryValues {
   "cache-dir"?: string;
@@ -42,6 +44,7 @@ interface PullValues extends RegistryValues {
   offline?: boolean;
   verify?: boolean;
   "registry-mirror"?: string[];
+  platform?: string;
 }
 
 /** RegistryAccessOptions from REGISTRY_FLAGS. */
@@ -50,8 +53,15 @@ export function registryOptions(values: RegistryValues): { cacheDir?: string; in
 }
 
 /** PullOptions from REGISTRY_FLAGS and PULL_FLAGS. */
-export function pullOptions(values: PullValues): { cacheDir?: string; insecureRegistries?: string[]; offline?: boolean; verify?: boolean; registryMirrors?: string[] } {
-  return { ...registryOptions(values), offline: values.offline, verify: values.verify, registryMirrors: values["registry-mirror"] };
+export function pullOptions(values: PullValues): {
+  cacheDir?: string;
+  insecureRegistries?: string[];
+  offline?: boolean;
+  verify?: boolean;
+  registryMirrors?: string[];
+  platform?: string;
+} {
+  return { ...registryOptions(values), offline: values.offline, verify: values.verify, registryMirrors: values["registry-mirror"], platform: values.platform };
 }
 
 export interface Reporting {

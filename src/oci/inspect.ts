@@ -15,6 +15,7 @@ import {
   MAX_CONFIG_BYTES,
   modelFiles,
   parseManifest,
+  parsePlatform,
   summarizeConfig,
   type ArtifactFormat,
   type ConfigSummary,
@@ -35,6 +36,8 @@ export interface InspectOptions extends RegistryAccessOptions {
   remote?: boolean;
   /** Never use the network (also LLAMA_OCI_OFFLINE=1): a model that is not cached is an error. */
   offline?: boolean;
+  /** Which child of an image index to inspect remotely, "os/arch[/variant]". */
+  platform?: string;
 }
 
 export interface InspectLayer {
@@ -206,7 +209,8 @@ async function inspectRemote(ctx: InspectContext, http: HttpClient): Promise<Ins
     signal: options.signal,
   });
 
-  const { model, manifest, indexDigest } = await fetchModelManifest(client, ref.repository, ref.digest ?? ref.tag!, ctx.canonical, options.signal);
+  const platform = options.platform !== undefined ? parsePlatform(options.platform) : undefined;
+  const { model, manifest, indexDigest } = await fetchModelManifest(client, ref.repository, ref.digest ?? ref.tag!, ctx.canonical, options.signal, platform);
   if (indexDigest !== undefined) logger.debug(`index ${indexDigest}: using manifest ${model.digest}`);
   const { format, files } = modelFiles(manifest);
 

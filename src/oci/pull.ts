@@ -3,12 +3,23 @@
  * the tag is cached, so an unchanged model costs no GET), picks the model manifest from an index, downloads
  * every file of the artifact (all shards, projector, template, licenses) and lays them out for llama.cpp.
  */
-import { join } from "node:path";
+
 import { isAbort, LlamaOciError } from "../errors.js";
+import { isLayoutReference, parseLayoutLocation, pullFromLayout } from "./layout/index.js";
+import { buildResult, withArtifactExtras, type PullResult } from "./pull-result.js";
 import { createLogger, isTruthy, type Logger } from "../log.js";
 import { runPool } from "../util/pool.js";
 import { downloadBlob } from "./download.js";
-import { MAX_CONFIG_BYTES, modelFiles, modelManifestDigest, parseManifest, type ArtifactFormat, type ImageManifest, type ModelFileKind, type ResolvedModel } from "./model/index.js";
+import {
+  MAX_CONFIG_BYTES,
+  modelFiles,
+  modelManifestDigest,
+  parseManifest,
+  parsePlatform,
+  type ImageManifest,
+  type Platform,
+  type ResolvedModel,
+} from "./model/index.js";
 import { formatReference, parseReference, type Reference } from "./name/index.js";
 import type { ProgressListener } from "./progress.js";
 import {
@@ -40,55 +51,42 @@ export interface PullOptions extends RegistryAccessOptions {
   stallTimeoutMs?: number;
   /** Files downloaded at once (default 4). */
   concurrency?: number;
-}
-
-export interface PulledFile {
-  kind: ModelFileKind;
-  /** Absolute path of the file in its model folder. */
-  path: string;
-  /** File name relative to the model folder. */
-  filename: string;
-  digest: string;
-  size: number;
-  mediaType: string;
-}
-
-export interface PullResult {
-  /** Absolute path of the GGUF file to load (the first shard of a sharded model). */
-  path: string;
-  /** Digest of the model manifest. */
-  digest: string;
-  /** Total bytes of all the model's files. */
-  size: number;
-  /** The canonical reference that was pulled, e.g. "docker.io/ai/smollm2:135M-Q4_0". */
-  reference: string;
-  /** True when no blob bytes had to be transferred. */
-  fromCache: boolean;
-  files: PulledFile[];
-  /** The folder holding all files, laid out as llama.cpp expects. */
-  modelDir: string;
-  format: ArtifactFormat;
-  /** Multimodal projector, when the artifact has one. */
-  mmprojPath?: string;
-  /** Chat template (Jinja), when the artifact has one. */
-  chatTemplatePath?: string;
-  /** Blob bytes transferred over the network by this pull. */
-  bytesTransferred: number;
-  /** The registry mirror (its URL) that served the manifest; absent when the registry itself or the cache did. */
-  mirror?: string;
+  /**
+   * Which child of an image index to pull, "os/arch[/variant]" (default DOCKER_DEFAULT_PLATFORM, else the model
+   * child, else linux/amd64).
+   */
+  platform?: string;
 }
 
 interface PullContext {
   ref: Reference;
   canonical: string;
+  /** --platform / DOCKER_DEFAULT_PLATFORM: which child of an index; undefined: the default rule. */
+  platform?: Platform;
   store: Store;
   logger: Logger;
   options: PullOptions;
 }
 
+export type { PulledFile, PullResult } from "./pull-result.js";
+
 export async function pull(reference: string, options: PullOptions = {}): Promise<PullResult> {
+  const logger = createLogger({ verbose: options.verbose, onWarning: options.onWarning, onDebug: options.onDebug, env: options.env ?? process.env });
+  return withArtifactExtras(await pullFiles(reference, options, logger), logger);
+}
+
+async function pullFiles(reference: string, options: PullOptions, logger: Logger): Promise<PullResult> {
   const env = options.env ?? process.env;
-  const logger = createLogger({ verbose: options.verbose, onWarning: options.onWarning, onDebug: options.onDebug, env });
+  if (isLayoutReference(reference)) {
+    // An OCI layout folder: a local source, no network whatever the options say.
+    return pullFromLayout(parseLayoutLocation(reference), {
+      store: new Store(options.cacheDir ?? defaultCacheDir(env)),
+      logger,
+      platform: wantedPlatform(options.platform, env),
+      onProgress: options.onProgress,
+      signal: options.signal,
+    });
+  }
   const ref = parseReference(reference);
   const ctx: PullContext = {
     ref,
@@ -96,6 +94,7 @@ export async function pull(reference: string, options: PullOptions = {}): Promis
     store: new Store(options.cacheDir ?? defaultCacheDir(env)),
     logger,
     options,
+    platform: wantedPlatform(options.platform, env),
   };
   if (options.offline ?? isTruthy(env.LLAMA_OCI_OFFLINE)) return pullOffline(ctx);
 
@@ -121,11 +120,37 @@ async function pullOffline(ctx: PullContext): Promise<PullResult> {
 /** The model manifest digest the reference resolved to last time, from the cache alone. */
 async function cachedManifestDigest(ctx: PullContext): Promise<string | undefined> {
   const { ref, store } = ctx;
-  if (ref.tag) return (await store.refs.readTag(ref.registry, ref.repository, ref.tag))?.manifestDigest;
+  if (ref.tag) {
+    const tag = await store.refs.readTag(ref.registry, ref.repository, ref.tag);
+    return tag ? cachedTagModel(ctx, tag) : undefined;
+  }
   if (!ref.digest) return undefined;
   const body = await store.manifests.read(ref.digest);
   if (!body) return undefined;
-  return modelManifestDigest({ digest: ref.digest, parsed: parseManifest(body, undefined) });
+  return modelManifestDigest({ digest: ref.digest, parsed: parseManifest(body, undefined) }, ctx.platform);
+}
+
+function wantedPlatform(option: string | undefined, env: NodeJS.ProcessEnv): Platform | undefined {
+  if (option !== undefined) return parsePlatform(option, "platform");
+  const fromEnv = env.DOCKER_DEFAULT_PLATFORM?.trim();
+  return fromEnv ? parsePlatform(fromEnv, "DOCKER_DEFAULT_PLATFORM") : undefined;
+}
+
+/** Whether the cached tag's model is the one `platform` picks from its (cached) index. */
+async function cachedChoiceFits(ctx: PullContext, tag: TagRecord): Promise<boolean> {
+  return (await cachedTagModel(ctx, tag)) === tag.manifestDigest;
+}
+
+/** The model manifest a cached tag stands for on ctx.platform: its record's, or another child of its cached index. */
+async function cachedTagModel(ctx: PullContext, tag: TagRecord): Promise<string | undefined> {
+  if (ctx.platform === undefined || tag.digest === tag.manifestDigest) return tag.manifestDigest;
+  const body = await ctx.store.manifests.read(tag.digest);
+  if (!body) return undefined;
+  try {
+    return modelManifestDigest({ digest: tag.digest, parsed: parseManifest(body, undefined) }, ctx.platform);
+  } catch {
+    return undefined;
+  }
 }
 
 async function pullOnline(ctx: PullContext, http: HttpClient): Promise<PullResult> {
@@ -165,7 +190,8 @@ async function pullOnline(ctx: PullContext, http: HttpClient): Promise<PullResul
       // Whatever made the registry check fail (unreachable, 5xx or 429 after retries, TLS, 401/403, a tag it no
       // longer has or never had), a cached copy of the tag is still a working model.
       if (cachedTag && !isAbort(error) && !options.signal?.aborted) {
-        const cached = await cachedResult(ctx, cachedTag.manifestDigest);
+        const manifestDigest = await cachedTagModel(ctx, cachedTag);
+        const cached = manifestDigest ? await cachedResult(ctx, manifestDigest) : undefined;
         if (cached) {
           logger.warn(`${fallbackReason(ref.registry, error)}; using the cached copy of ${ctx.canonical}`);
           return cached;
@@ -259,7 +285,7 @@ async function pullOnline(ctx: PullContext, http: HttpClient): Promise<PullResul
   if (ref.tag) await store.refs.writeTag(ref.registry, ref.repository, ref.tag, refRecord);
   else if (ref.digest) await store.refs.writeDigest(ref.registry, ref.repository, ref.digest, refRecord);
   const bytesTransferred = transfers.reduce((sum, t) => sum + t.bytesTransferred, 0);
-  const result = buildResult(ctx, record, modelDir, bytesTransferred === 0 && transfers.every((t) => t.fromCache), bytesTransferred);
+  const result = buildResult(ctx.canonical, record, modelDir, bytesTransferred === 0 && transfers.every((t) => t.fromCache), bytesTransferred);
   return served.endpoint.kind === "mirror" ? { ...result, mirror: served.endpoint.label } : result;
 }
 
@@ -294,12 +320,12 @@ async function resolveManifests(
   const { ref, store, logger, options } = ctx;
   if (cachedTag) {
     const head = await headManifest(client, endpoint.repository, ref.tag!, options.signal);
-    if (head?.digest === cachedTag.digest) {
+    if (head?.digest === cachedTag.digest && (await cachedChoiceFits(ctx, cachedTag))) {
       const cached = options.verify ? undefined : await cachedResult(ctx, cachedTag.manifestDigest);
       if (cached) return { cached };
     }
   }
-  const resolved = await fetchModelManifest(client, endpoint.repository, ref.digest ?? ref.tag!, ctx.canonical, options.signal);
+  const resolved = await fetchModelManifest(client, endpoint.repository, ref.digest ?? ref.tag!, ctx.canonical, options.signal, ctx.platform);
   if (resolved.indexDigest !== undefined) {
     await store.manifests.write(resolved.top.digest, resolved.top.body);
     logger.debug(`index ${resolved.indexDigest}: using manifest ${resolved.model.digest}`);
@@ -342,7 +368,7 @@ async function cachedResult(ctx: PullContext, manifestDigest: string): Promise<P
   }
   const modelDir = await store.models.link(manifestDigest, record.files);
   for (const file of record.files) options.onProgress?.({ type: "layer-done", digest: file.digest, size: file.size, fromCache: true });
-  return buildResult(ctx, record, modelDir, true, 0);
+  return buildResult(ctx.canonical, record, modelDir, true, 0);
 }
 
 /** Re-hashes cached blobs; a blob that no longer matches its digest is removed. Returns how many were bad. */
@@ -359,30 +385,4 @@ async function reverifyBlobs(ctx: PullContext, files: StoredFile[]): Promise<num
     }
   }
   return bad;
-}
-
-function buildResult(ctx: PullContext, record: ModelRecord, modelDir: string, fromCache: boolean, bytesTransferred: number): PullResult {
-  const files: PulledFile[] = record.files.map((f) => ({
-    kind: f.kind as ModelFileKind,
-    path: join(modelDir, ...f.filename.split("/")),
-    filename: f.filename,
-    digest: f.digest,
-    size: f.size,
-    mediaType: f.mediaType,
-  }));
-  const first = files.find((f) => f.kind === "gguf");
-  if (!first) throw new LlamaOciError("UNSUPPORTED_ARTIFACT", `${ctx.canonical} has no GGUF file`);
-  return {
-    path: first.path,
-    digest: record.manifestDigest,
-    size: files.reduce((sum, f) => sum + f.size, 0),
-    reference: ctx.canonical,
-    fromCache,
-    files,
-    modelDir,
-    format: record.format as ArtifactFormat,
-    mmprojPath: files.find((f) => f.kind === "mmproj")?.path,
-    chatTemplatePath: files.find((f) => f.kind === "chat-template")?.path,
-    bytesTransferred,
-  };
 }

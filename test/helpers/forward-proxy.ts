@@ -25,14 +25,23 @@ const HOP_BY_HOP = ["connection", "keep-alive", "proxy-connection", "proxy-autho
 
 export interface ForwardProxyOptions {
   /**
-   * Host names the proxy resolves itself (name -> address), as a proxy in front of a private network does: the
-   * client never resolves them, so a test can use a registry name that is not loopback.
+   * Host names the proxy resolves itself (name -> address, or name:port -> address:port), as a proxy in front of a
+   * private network does: the client never resolves them, so a test can use a registry name that is not loopback.
    */
   resolve?: Record<string, string>;
 }
 
 export async function startForwardProxy(options: ForwardProxyOptions = {}): Promise<ForwardProxy> {
   const resolveHost = (host: string) => options.resolve?.[host.toLowerCase()] ?? host;
+  /** host:port as the proxy connects to it, after `resolve`. */
+  const resolveTarget = (host: string, port: number): { host: string; port: number } => {
+    const mapped = options.resolve?.[`${host.toLowerCase()}:${port}`];
+    if (mapped !== undefined) {
+      const colon = mapped.lastIndexOf(":");
+      return { host: mapped.slice(0, colon), port: Number(mapped.slice(colon + 1)) };
+    }
+    return { host: resolveHost(host), port };
+  };
   const requests: ForwardedRequest[] = [];
   const sockets = new Set<Socket>();
   const track = (socket: Socket) => {
@@ -54,7 +63,8 @@ export async function startForwardProxy(options: ForwardProxyOptions = {}): Prom
     requests.push({ method: req.method ?? "", target, at: Date.now() });
     const headers: IncomingHttpHeaders = { ...req.headers, host: url.host };
     for (const name of HOP_BY_HOP) delete headers[name];
-    const upstream = httpRequest({ host: resolveHost(url.hostname), port: url.port || 80, method: req.method, path: `${url.pathname}${url.search}`, headers });
+    const to = resolveTarget(url.hostname, Number(url.port || 80));
+    const upstream = httpRequest({ host: to.host, port: to.port, method: req.method, path: `${url.pathname}${url.search}`, headers });
     upstream.on("response", (upRes) => {
       const out: IncomingHttpHeaders = { ...upRes.headers };
       for (const name of HOP_BY_HOP) delete out[name];
@@ -76,7 +86,8 @@ export async function startForwardProxy(options: ForwardProxyOptions = {}): Prom
     const colon = target.lastIndexOf(":");
     const host = target.slice(0, colon).replace(/^\[|\]$/g, "");
     const port = Number(target.slice(colon + 1));
-    const upstream = connect(port, resolveHost(host));
+    const to = resolveTarget(host, port);
+    const upstream = connect(to.port, to.host);
     track(upstream);
     let established = false;
     upstream.once("connect", () => {

@@ -4,10 +4,12 @@
  * podman's auth.json files, then anonymous. A failing helper is warned about and means an anonymous pull, as
  * with `docker pull`.
  */
+import { readFile } from "node:fs/promises";
 import { homedir } from "node:os";
+import { join } from "node:path";
 import { isAbort, LlamaOciError } from "../../errors.js";
 import { createLogger, type Logger } from "../../log.js";
-import { isDockerHub, registryName } from "../name/index.js";
+import { HUGGING_FACE, isDockerHub, registryName } from "../name/index.js";
 import { fromExplicit, type Credential, type ExplicitCredentials } from "./credential.js";
 import { runCredentialHelper } from "./credential-helper.js";
 import {
@@ -24,7 +26,10 @@ import {
 } from "./docker-config.js";
 
 export interface CredentialOptions {
-  /** Default process.env: HOME, DOCKER_CONFIG, DOCKER_AUTH_CONFIG, REGISTRY_AUTH_FILE, XDG_RUNTIME_DIR, XDG_CONFIG_HOME, PATH. */
+  /**
+   * Default process.env: HOME, DOCKER_CONFIG, DOCKER_AUTH_CONFIG, REGISTRY_AUTH_FILE, XDG_RUNTIME_DIR, XDG_CONFIG_HOME,
+   * PATH; for Hugging Face also HF_TOKEN, HF_TOKEN_PATH, HF_HOME, XDG_CACHE_HOME.
+   */
   env?: NodeJS.ProcessEnv;
   /** Default env.HOME, else os.homedir(). */
   homeDir?: string;
@@ -75,7 +80,28 @@ export async function resolveCredentials(registry: string, options: CredentialOp
     const entry = file && findPodmanEntry(file, registry, options.repository, logger);
     if (entry) return entry;
   }
+  if (registryName(registry) === HUGGING_FACE) return (await fromHuggingFaceToken(env, home, logger)) ?? ANONYMOUS;
   return ANONYMOUS;
+}
+
+/**
+ * For Hugging Face's hosts, the token the Hugging Face tools use: HF_TOKEN, else the CLI's token file
+ * (HF_TOKEN_PATH, else $HF_HOME/token, default ~/.cache/huggingface/token), sent as a Bearer token.
+ */
+async function fromHuggingFaceToken(env: NodeJS.ProcessEnv, home: string, logger: Logger): Promise<Credential | undefined> {
+  const fromEnv = env.HF_TOKEN?.trim();
+  if (fromEnv) return { kind: "registryToken", registryToken: fromEnv, source: "HF_TOKEN" };
+  const path = env.HF_TOKEN_PATH || join(env.HF_HOME || join(env.XDG_CACHE_HOME || join(home, ".cache"), "huggingface"), "token");
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== "ENOENT" && code !== "ENOTDIR") logger.warn(`ignoring ${path}: it cannot be read (${code ?? "unknown error"})`);
+    return undefined;
+  }
+  const token = text.trim();
+  return token ? { kind: "registryToken", registryToken: token, source: path } : undefined;
 }
 
 /** DOCKER_AUTH_CONFIG (docker CLI >= 28.3): exact key only, and only the `auth` field. */

@@ -19,9 +19,20 @@ import {
   DOCKER_MODEL_CONFIG_V01,
   DOCKER_MODEL_CONFIG_V02,
   MMPROJ_TYPES,
+  OLLAMA_LICENSE,
+  OLLAMA_MODEL,
+  OLLAMA_PARAMS,
+  OLLAMA_PREFIX,
+  OLLAMA_PROJECTOR,
+  OLLAMA_SYSTEM,
+  OLLAMA_TEMPLATE,
 } from "./media-types.js";
 
-export type ModelFileKind = "gguf" | "mmproj" | "chat-template" | "license";
+/**
+ * What a file of the model is: the weights (every shard), the multimodal projector, a Jinja chat template, a
+ * license, or Ollama's generation defaults (JSON), default system prompt (text) and Go chat template.
+ */
+export type ModelFileKind = "gguf" | "mmproj" | "chat-template" | "license" | "params" | "system-prompt" | "go-template";
 
 export interface ModelFile {
   kind: ModelFileKind;
@@ -32,7 +43,7 @@ export interface ModelFile {
   shard?: { index: number; count: number };
 }
 
-export type ArtifactFormat = "docker-v0.1" | "docker-v0.2" | "cncf-modelpack" | "docker-pre-release" | "generic-gguf";
+export type ArtifactFormat = "docker-v0.1" | "docker-v0.2" | "cncf-modelpack" | "docker-pre-release" | "ollama" | "generic-gguf";
 
 /** llama.cpp's split naming, `%s-%05d-of-%05d.gguf`: it finds shard 2..N by rebuilding this name from shard 1's. */
 const SHARD_NAME = /^(.*)-(\d{5})-of-(\d{5})\.gguf$/;
@@ -43,6 +54,7 @@ export function artifactFormat(manifest: ImageManifest): ArtifactFormat {
   if (configType === DOCKER_MODEL_CONFIG_V02) return "docker-v0.2";
   if (manifest.artifactType === CNCF_MODEL_MANIFEST || configType === CNCF_MODEL_CONFIG) return "cncf-modelpack";
   if (configType === DOCKER_MODEL_CONFIG_PRE_RELEASE) return "docker-pre-release";
+  if (manifest.layers.some((layer) => layer.mediaType.toLowerCase().startsWith(OLLAMA_PREFIX))) return "ollama";
   return "generic-gguf";
 }
 
@@ -87,6 +99,8 @@ export function modelFiles(manifest: ImageManifest): { format: ArtifactFormat; f
 
 function classifyLayer(type: string, path: string | undefined): ModelFileKind | undefined {
   const base = path === undefined ? undefined : basename(path).toLowerCase();
+  const ollama = OLLAMA_KINDS.get(type);
+  if (ollama !== undefined) return ollama;
   if (MMPROJ_TYPES.includes(type)) return "mmproj";
   if (type === DOCKER_CHAT_TEMPLATE) return "chat-template";
   if (type === DOCKER_LICENSE) return "license";
@@ -105,6 +119,25 @@ function classifyLayer(type: string, path: string | undefined): ModelFileKind | 
   }
   return undefined;
 }
+
+/** Ollama's layers that llama-oci uses; adapters (LoRA) and message history are left out. */
+const OLLAMA_KINDS: ReadonlyMap<string, ModelFileKind> = new Map([
+  [OLLAMA_MODEL, "gguf"],
+  [OLLAMA_PROJECTOR, "mmproj"],
+  [OLLAMA_LICENSE, "license"],
+  [OLLAMA_PARAMS, "params"],
+  [OLLAMA_SYSTEM, "system-prompt"],
+  [OLLAMA_TEMPLATE, "go-template"],
+]);
+
+/** The file names the other kinds get when the artifact does not name them. */
+const DEFAULT_NAMES: Readonly<Record<Exclude<ModelFileKind, "gguf" | "license">, string>> = {
+  mmproj: "mmproj-model.gguf",
+  "chat-template": "template.jinja",
+  params: "params.json",
+  "system-prompt": "system.txt",
+  "go-template": "template.gotmpl",
+};
 
 function annotatedPath(descriptor: Descriptor, layer: number): string | undefined {
   const annotations = descriptor.annotations ?? {};
@@ -172,9 +205,7 @@ function nameOthers(others: Candidate[]): Named[] {
   return others.map((other) => {
     let filename = other.path;
     if (filename === undefined) {
-      if (other.kind === "mmproj") filename = "mmproj-model.gguf";
-      else if (other.kind === "chat-template") filename = "template.jinja";
-      else filename = ++unnamedLicenses === 1 ? "LICENSE" : `LICENSE-${unnamedLicenses}`;
+      filename = other.kind === "license" ? (++unnamedLicenses === 1 ? "LICENSE" : `LICENSE-${unnamedLicenses}`) : DEFAULT_NAMES[other.kind as keyof typeof DEFAULT_NAMES];
     }
     return { file: { kind: other.kind, descriptor: other.descriptor, filename }, layer: other.layer };
   });

@@ -8,3 +8,4 @@ export * from "./platform.js";
 export * from "./resolve.js";
 export * from "./file-layout.js";
 export * from "./config.js";
+export * from "./defaults.js";

@@ -62,6 +62,17 @@ export const CNCF_WEIGHT_SAFETENSORS = "application/vnd.cncf.model.weight.v1.saf
 export const CNCF_MODEL_PREFIX = "application/vnd.cncf.model.";
 export const CNCF_WEIGHT_PREFIX = "application/vnd.cncf.model.weight.v1.";
 
+/** Ollama's layer types (server/images.go, types/model): its library and Hugging Face's registry API use them. */
+export const OLLAMA_MODEL = "application/vnd.ollama.image.model";
+export const OLLAMA_PROJECTOR = "application/vnd.ollama.image.projector";
+export const OLLAMA_LICENSE = "application/vnd.ollama.image.license";
+export const OLLAMA_PARAMS = "application/vnd.ollama.image.params";
+export const OLLAMA_SYSTEM = "application/vnd.ollama.image.system";
+export const OLLAMA_TEMPLATE = "application/vnd.ollama.image.template";
+export const OLLAMA_PREFIX = "application/vnd.ollama.image.";
+/** The config of an Ollama manifest: a Docker image config holding Ollama's ConfigV2 fields. */
+export const DOCKER_IMAGE_CONFIG = "application/vnd.docker.container.image.v1+json";
+
 // Annotation keys.
 export const ANNOTATION_FILEPATH = "org.cncf.model.filepath";
 export const ANNOTATION_FILE_METADATA = "org.cncf.model.file.metadata+json";

@@ -3,7 +3,7 @@
  * manifest itself, or the child of an image index that platform.ts picks. An index inside an index is refused.
  */
 import { LlamaOciError } from "../../errors.js";
-import type { ImageManifest, ParsedManifest } from "./manifest.js";
+import type { ImageManifest, ParsedManifest, Platform } from "./manifest.js";
 import { selectManifestFromIndex } from "./platform.js";
 
 /** A manifest or index as read: raw bytes, digest and parsed form. */
@@ -25,8 +25,8 @@ export interface ResolvedModel {
 }
 
 /** The digest of the model manifest a document stands for: its own, or that of the index child to use. */
-export function modelManifestDigest(document: { digest: string; parsed: ParsedManifest }): string {
-  return document.parsed.kind === "index" ? selectManifestFromIndex(document.parsed.index).digest : document.digest;
+export function modelManifestDigest(document: { digest: string; parsed: ParsedManifest }, platform?: Platform): string {
+  return document.parsed.kind === "index" ? selectManifestFromIndex(document.parsed.index, platform).digest : document.digest;
 }
 
 /** Resolves `top` to its model manifest, loading an index's child with `load`. `what` names it in errors. */
@@ -34,8 +34,9 @@ export async function resolveModelManifest(
   top: ManifestDocument,
   load: (digest: string) => Promise<ManifestDocument>,
   what: string,
+  platform?: Platform,
 ): Promise<ResolvedModel> {
-  const model = top.parsed.kind === "index" ? await load(modelManifestDigest(top)) : top;
+  const model = top.parsed.kind === "index" ? await load(modelManifestDigest(top, platform)) : top;
   if (model.parsed.kind !== "manifest") {
     throw new LlamaOciError("UNSUPPORTED_ARTIFACT", `${what}: an index inside an index is not a model artifact`);
   }

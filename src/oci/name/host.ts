@@ -10,6 +10,28 @@ export const DOCKER_HUB_API_HOST = "registry-1.docker.io";
 /** Every name Docker Hub goes by; all of them mean DOCKER_HUB. */
 const DOCKER_HUB_ALIASES: ReadonlySet<string> = new Set([DOCKER_HUB, "index.docker.io", DOCKER_HUB_API_HOST]);
 
+/** Hugging Face's registry API for its GGUF repositories (the one Ollama pulls `hf.co/<user>/<repo>:<quant>` from). */
+export const HUGGING_FACE = "hf.co";
+const HUGGING_FACE_ALIASES: ReadonlySet<string> = new Set([HUGGING_FACE, "huggingface.co", "www.huggingface.co"]);
+/** The Ollama library's registry; `ollama.com` names it too. */
+export const OLLAMA_REGISTRY = "registry.ollama.ai";
+const OLLAMA_ALIASES: ReadonlySet<string> = new Set([OLLAMA_REGISTRY, "ollama.com", "www.ollama.com"]);
+
+/** Other registries' own rules for the names in them. */
+export interface RegistryRules {
+  /** Repository names keep their capitals (Hugging Face's do); everywhere else they must be lowercase. */
+  keepsCase: boolean;
+  /** The namespace a one-component repository name gets ("ai" on Docker Hub, as Docker Model Runner does). */
+  defaultNamespace?: string;
+}
+
+export function registryRules(registry: string): RegistryRules {
+  if (registry === DOCKER_HUB) return { keepsCase: false, defaultNamespace: "ai" };
+  if (registry === HUGGING_FACE) return { keepsCase: true };
+  if (registry === OLLAMA_REGISTRY) return { keepsCase: false, defaultNamespace: "library" };
+  return { keepsCase: false };
+}
+
 const HOST_LABEL = /^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/;
 const IPV6_LITERAL = /^\[[a-f0-9:]+\]$/;
 const PORT = /^[0-9]+$/;
@@ -58,6 +80,8 @@ export function registryName(text: string): string | undefined {
   const parsed = parseHostPort(text);
   if (!parsed) return undefined;
   if (DOCKER_HUB_ALIASES.has(parsed.hostPort)) return DOCKER_HUB;
+  if (HUGGING_FACE_ALIASES.has(parsed.hostPort)) return HUGGING_FACE;
+  if (OLLAMA_ALIASES.has(parsed.hostPort)) return OLLAMA_REGISTRY;
   const bareLabel = parsed.port === undefined && !parsed.host.includes(".") && !parsed.host.startsWith("[") && parsed.host !== "localhost";
   return bareLabel ? text : parsed.hostPort;
 }

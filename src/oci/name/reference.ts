@@ -1,11 +1,13 @@
 /**
  * Image references: the distribution/reference grammar with Docker's normalization (ParseNormalizedNamed followed
  * by ParseDockerRef), except that a one-component Docker Hub name gets the "ai/" namespace where Docker would give
- * it "library/", as docker/model-runner does. Explicit "library/x" and every other registry are left as written.
+ * it "library/", as docker/model-runner does. Explicit "library/x" is left as written. Two registries have rules
+ * of their own (name/host.ts): Hugging Face's names keep their capitals (`hf.co/Qwen/Qwen3-0.6B-GGUF:Q8_0`), and
+ * the Ollama library's one-component names get "library/" as Ollama gives them.
  */
 import { LlamaOciError } from "../../errors.js";
 import { checkDigest } from "./digest.js";
-import { DOCKER_HUB, DOCKER_HUB_API_HOST, registryName } from "./host.js";
+import { DOCKER_HUB, DOCKER_HUB_API_HOST, registryName, registryRules } from "./host.js";
 
 export { DOCKER_HUB, DOCKER_HUB_API_HOST } from "./host.js";
 export const DEFAULT_NAMESPACE = "ai";
@@ -50,8 +52,9 @@ export function parseReference(input: string): Reference {
   const path = colon === -1 ? nameAndTag : nameAndTag.slice(0, colon);
   const tag = colon === -1 ? undefined : nameAndTag.slice(colon + 1);
 
-  checkPath(input, path);
-  const repository = registry === DOCKER_HUB && !path.includes("/") ? `${DEFAULT_NAMESPACE}/${path}` : path;
+  const rules = registryRules(registry);
+  checkPath(input, path, rules.keepsCase);
+  const repository = rules.defaultNamespace !== undefined && !path.includes("/") ? `${rules.defaultNamespace}/${path}` : path;
   if (repository.length > MAX_REPOSITORY_LENGTH) {
     throw invalid(input, `repository name too long (max ${MAX_REPOSITORY_LENGTH} characters)`);
   }
@@ -104,12 +107,13 @@ function splitRegistry(input: string): { registry: string; remainder: string } {
   return { registry, remainder: input.slice(slash + 1) };
 }
 
-function checkPath(input: string, path: string): void {
+/** The path grammar; `keepsCase` for the registries whose names have capitals (Hugging Face's). */
+function checkPath(input: string, path: string, keepsCase: boolean): void {
   if (path === "") throw invalid(input, "repository name must not be empty");
-  if (path !== path.toLowerCase()) throw invalid(input, "repository name must be lowercase");
+  if (!keepsCase && path !== path.toLowerCase()) throw invalid(input, "repository name must be lowercase");
   for (const component of path.split("/")) {
     if (component === "") throw invalid(input, "repository name has an empty path component");
-    if (!PATH_COMPONENT.test(component)) {
+    if (!PATH_COMPONENT.test(keepsCase ? component.toLowerCase() : component)) {
       throw invalid(
         input,
         `invalid path component ${JSON.stringify(component)} (lowercase letters and digits, separated by ".", "_", "__" or "-")`,

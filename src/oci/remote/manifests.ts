@@ -10,6 +10,7 @@ import {
   parseManifest,
   resolveModelManifest,
   type ManifestDocument,
+  type Platform,
   type ResolvedModel,
 } from "../model/index.js";
 import { headerValue, pullScope, readLimited, type RegistryTransport } from "../transport/index.js";
@@ -80,7 +81,8 @@ export async function fetchModelManifest(
   reference: string,
   what: string,
   signal?: AbortSignal,
+  platform?: Platform,
 ): Promise<ResolvedModel> {
   const top = await fetchManifest(client, repository, reference, what, signal);
-  return resolveModelManifest(top, (digest) => fetchManifest(client, repository, digest, `${what} (manifest ${digest})`, signal), what);
+  return resolveModelManifest(top, (digest) => fetchManifest(client, repository, digest, `${what} (manifest ${digest})`, signal), what, platform);
 }

@@ -89,6 +89,7 @@ export class HttpClient {
   readonly policy: RetryPolicy;
   private readonly dispatcher: Dispatcher;
   private readonly agents: Dispatcher[];
+  private readonly proxyAgents: Map<string, Dispatcher>;
   private readonly userAgent: string;
 
   constructor(options: HttpClientOptions) {
@@ -109,15 +110,26 @@ export class HttpClient {
       },
     });
     const proxies = proxySettings(env);
-    const httpProxy = proxies.httpProxy ? new ProxyAgentClass({ ...agentOptions, uri: proxies.httpProxy }) : undefined;
-    const httpsProxy =
-      proxies.httpsProxy === proxies.httpProxy ? httpProxy : proxies.httpsProxy ? new ProxyAgentClass({ ...agentOptions, uri: proxies.httpsProxy }) : undefined;
-    this.agents = [direct, ...new Set([httpProxy, httpsProxy].filter((a): a is InstanceType<typeof ProxyAgentClass> => a !== undefined))];
+    const proxyAgents = new Map<string, InstanceType<typeof ProxyAgentClass>>();
+    // One tunnel agent per proxy, and per registry whose certs.d holds TLS settings (the tunnel's TLS is per agent).
+    const proxyFor = (uri: string, url: URL): InstanceType<typeof ProxyAgentClass> => {
+      const tls = url.protocol === "https:" ? registryTls(url.host, env) : undefined;
+      const key = tls ? `${uri} ${url.host}` : uri;
+      let agent = proxyAgents.get(key);
+      if (!agent) {
+        if (tls) logger.debug(`TLS for ${url.host} from ${tls.sources.join(", ")}${tls.cert ? " (client certificate)" : ""}, through the proxy`);
+        agent = new ProxyAgentClass({ ...agentOptions, uri, ...(tls ? { requestTls: { ca: tls.ca, cert: tls.cert, key: tls.key } } : {}) });
+        proxyAgents.set(key, agent);
+      }
+      return agent;
+    };
+    this.agents = [direct];
+    this.proxyAgents = proxyAgents;
 
     const route: Interceptor = () => (opts, handler) => {
       const url = new URL(opts.origin as string);
-      const proxy = bypassesProxy(url, proxies.noProxy) ? undefined : url.protocol === "https:" ? httpsProxy : httpProxy;
-      return (proxy ?? direct).dispatch(opts, handler);
+      const uri = bypassesProxy(url, proxies.noProxy) ? undefined : url.protocol === "https:" ? proxies.httpsProxy : proxies.httpProxy;
+      return (uri === undefined ? direct : proxyFor(uri, url)).dispatch(opts, handler);
     };
     this.dispatcher = direct.compose(
       route,
@@ -167,7 +179,7 @@ export class HttpClient {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.agents.map((agent) => agent.close()));
+    await Promise.all([...this.agents, ...this.proxyAgents.values()].map((agent) => agent.close()));
   }
 
   /** undici's retry callback, deciding with retry.ts's policy; the answered response passes through when it stops. */

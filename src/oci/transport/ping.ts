@@ -16,6 +16,8 @@ export interface PingOptions {
   schemes: readonly ("https" | "http")[];
   logger: Logger;
   signal?: AbortSignal;
+  /** The registry answers 404 to /v2/ and serves its API all the same (the Ollama library's does). */
+  pingless?: boolean;
 }
 
 export interface PingResult {
@@ -50,6 +52,7 @@ export async function ping(options: PingOptions): Promise<PingResult> {
     if (response.status === 401) {
       return { origin, challenge: preferredChallenge(parseWwwAuthenticate(response.headers["www-authenticate"])) ?? null };
     }
+    if (response.status === 404 && options.pingless) return { origin, challenge: null };
     if (response.status === 404 && scheme === "https" && fallback) continue;
     if (response.status === 429) {
       throw new LlamaOciError("RATE_LIMITED", `${apiHost} answered 429 (too many requests) to GET /v2/`, {

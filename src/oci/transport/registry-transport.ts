@@ -6,6 +6,7 @@
 import { LlamaOciError } from "../../errors.js";
 import type { Logger } from "../../log.js";
 import type { Credential } from "../authn/index.js";
+import { OLLAMA_REGISTRY } from "../name/index.js";
 import { parseWwwAuthenticate, preferredChallenge, type Challenge } from "./challenge.js";
 import type { HttpClient, HttpHeaders, HttpRequest, HttpResponse } from "./http-client.js";
 import { allowsPlainHttp } from "./insecure.js";
@@ -77,7 +78,8 @@ export class RegistryTransport {
   }
 
   private async doPing(signal?: AbortSignal): Promise<void> {
-    const { origin, challenge } = await ping({ http: this.http, apiHost: this.apiHost, schemes: this.schemes, logger: this.logger, signal });
+    const pingless = this.registry === OLLAMA_REGISTRY;
+    const { origin, challenge } = await ping({ http: this.http, apiHost: this.apiHost, schemes: this.schemes, logger: this.logger, signal, pingless });
     this.origin = origin;
     this.challenge = challenge;
     this.logger.debug(`registry ${this.registry}: ${origin}, auth ${challenge ? challenge.scheme : "none"}`);
