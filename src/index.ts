@@ -57,5 +57,14 @@ export type {
   FlashAttention,
 } from "./llama/options.js";
 export type { LlamaLogger, LlamaLogLevel } from "./llama/logger.js";
+export {
+  serve,
+  createRequestHandler,
+  type ServeOptions,
+  type LlamaServer,
+  type LlamaRequestHandler,
+  type LoadedModel,
+  type RequestHandler,
+} from "./server/index.js";
 export type { NativeSystemInfo as SystemInfo, NativeDevice as Device, NativeModelInfo as ModelInfo } from "./llama/native-types.js";
 export const version = "0.1.0";

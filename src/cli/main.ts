@@ -12,6 +12,7 @@ Commands:
   run <reference>     pull if needed and stream a completion of -p <prompt> to stdout
   chat <reference>    chat with a model using its chat template
   bench <reference>   measure prompt and generation tokens per second (llama-bench's table)
+  serve               serve models by reference over HTTP: OpenAI's API (/v1) and Ollama's (/api)
   ls                  list the cached models: name, ID, size, when pulled
   rm <reference>...   remove models from the cache (files only once no other name uses them)
   prune               delete unused files and week-old partial downloads from the cache
@@ -28,6 +29,7 @@ Examples:
   llama-oci run ai/smollm2:135M-Q4_0 -p "Once upon a time" -n 64
   llama-oci chat ai/smollm2:135M-Q4_0
   llama-oci bench -m model.gguf -p 512 -n 128 -r 5
+  llama-oci serve --model ai/smollm2:135M-Q4_0 --port 8080
   llama-oci package --gguf ./model-Q4_0.gguf registry.example.com/team/model:Q4_0 --push`;
 
 type Command = (argv: string[], cli: CliContext) => Promise<number>;
@@ -38,6 +40,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   run: async () => (await import("./run-command.js")).runCommand,
   chat: async () => (await import("./chat-command.js")).chatCommand,
   bench: async () => (await import("./bench-command.js")).benchCommand,
+  serve: async () => (await import("./serve-command.js")).serveCommand,
   ls: async () => (await import("./ls-command.js")).lsCommand,
   rm: async () => (await import("./rm-command.js")).rmCommand,
   prune: async () => (await import("./prune-command.js")).pruneCommand,

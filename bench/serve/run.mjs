@@ -1,0 +1,271 @@
+#!/usr/bin/env node
+// Serving benchmark: `llama-oci serve` against llama.cpp's own `llama-server` (same pinned source), same model (the
+// SmolLM2-135M-shaped Q4_0 of bench/inference), same threads, same sequences (--parallel / -np) and the same
+// context per sequence. For each K of --clients, each tool gets a fresh server and K concurrent streaming chat
+// clients that send requests (a shared ~100-token system prompt and a short unique user message, about 128 prompt
+// tokens in all; 64 generated tokens with ignore_eos) back to back for --duration seconds; tools alternate, the order
+// flipping every round. Reported: aggregate generated tokens per second, time to first token p50/p95 and the
+// server's peak RSS (VmHWM), and llama-oci / llama-server per K.
+//
+//   node bench/serve/run.mjs [--duration 4] [--clients 1,4,8] [--rounds 1] [-t <threads>] [--parallel <N>]
+//                            [--ctx 512] [--gen 64] [--llama-server <path>] [--skip-llama-server]
+//
+// --parallel defaults to K (one sequence per client). llama-server's -c is the total over its slots, so it gets
+// --ctx times the sequences; llama-oci's -c is per sequence.
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { availableParallelism, cpus } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { ensureBenchModel, root } from "../inference/make-model.mjs";
+
+const { values } = parseArgs({
+  options: {
+    duration: { type: "string", default: "4" },
+    clients: { type: "string", default: "1,4,8" },
+    rounds: { type: "string", default: "1" },
+    threads: { type: "string", short: "t", default: String(availableParallelism()) },
+    parallel: { type: "string" },
+    ctx: { type: "string", default: "512" },
+    gen: { type: "string", default: "64" },
+    "llama-server": { type: "string" },
+    "skip-llama-server": { type: "boolean", default: false },
+  },
+});
+const durationMs = Number(values.duration) * 1000;
+const clientCounts = values.clients.split(",").map(Number);
+const rounds = Number(values.rounds);
+const threads = Number(values.threads);
+const ctx = Number(values.ctx);
+const genTokens = Number(values.gen);
+for (const [name, value] of Object.entries({ duration: durationMs, rounds, threads, ctx, gen: genTokens })) {
+  if (!Number.isFinite(value) || value <= 0) fail(`--${name} must be a positive number`);
+}
+if (clientCounts.some((k) => !Number.isInteger(k) || k < 1)) fail("--clients must be a comma-separated list of positive integers");
+
+const LLAMA_SERVER_HELP = `llama.cpp's server is not built by default (build/bin has llama-completion, llama-simple, llama-bench and
+llama-quantize only). Build it from the same pinned source, then run this again:
+
+  cmake -S deps/llama.cpp -B build/llama-server -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \\
+        -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_CURL=OFF
+  cmake --build build/llama-server --target llama-server --parallel
+  cp build/llama-server/bin/llama-server build/bin/
+
+or point --llama-server (or LLAMA_SERVER) at an existing binary of the same llama.cpp release; or pass
+--skip-llama-server to measure llama-oci alone.`;
+
+const cli = join(root, "bin", "llama-oci.js");
+if (!existsSync(join(root, "dist", "esm", "cli", "main.js"))) fail("dist/ is not built: run 'npm run build'");
+if (!existsSync(join(root, "build", "Release", "llama_oci.node"))) fail("the native addon is not built: run 'npm install' (or 'npm run build:native')");
+const llamaServer = values["llama-server"] ?? process.env.LLAMA_SERVER ?? join(root, "build", "bin", "llama-server");
+const withLlamaServer = !values["skip-llama-server"];
+if (withLlamaServer && !existsSync(llamaServer)) fail(`${llamaServer} is missing.\n\n${LLAMA_SERVER_HELP}`);
+
+const modelPath = await ensureBenchModel();
+log(`bench: model ${modelPath}`);
+log(`bench: ${cpus()[0]?.model ?? "unknown CPU"}, ${availableParallelism()} CPUs, ${threads} threads for both servers`);
+
+const SYSTEM = "You are a helpful assistant. Answer the question in a few sentences, plainly and accurately, and say so when you are not sure. ".repeat(3).trim();
+
+const tools = [{ name: "llama-oci serve", start: startOurs }];
+if (withLlamaServer) tools.push({ name: "llama-server", start: startLlamaServer });
+
+const results = [];
+for (const k of clientCounts) {
+  const parallel = values.parallel === undefined ? k : Number(values.parallel);
+  for (let round = 0; round < rounds; round++) {
+    const order = (k + round) % 2 === 0 ? tools : [...tools].reverse();
+    for (const tool of order) {
+      const server = await tool.start(parallel);
+      try {
+        await chat(server.url, 0, 1);
+        const phase = await runPhase(server.url, k);
+        const rss = peakRss(server.pid);
+        results.push({ k, parallel, tool: tool.name, ...phase, rss });
+        log(`bench: K=${k} ${tool.name}: ${phase.tokensPerSecond.toFixed(1)} t/s, ${phase.requests} requests, TTFT p50 ${ms(phase.ttftP50)} p95 ${ms(phase.ttftP95)}, peak RSS ${mb(rss)}, prompt ${phase.promptTokens} tokens`);
+      } finally {
+        await server.stop();
+      }
+    }
+  }
+}
+
+console.log(`\nChat serving, SmolLM2-135M-shaped llama Q4_0 (random weights), CPU, ${threads} threads, ${values.duration} s per K and tool, ${rounds} round(s), ${genTokens} generated tokens per request\n`);
+console.log("| K clients | sequences | server | requests | generated t/s | TTFT p50 | TTFT p95 | peak RSS |");
+console.log("|---:|---:|---|---:|---:|---:|---:|---:|");
+for (const k of clientCounts) {
+  for (const tool of tools) {
+    const rows = results.filter((r) => r.k === k && r.tool === tool.name);
+    const tps = mean(rows.map((r) => r.tokensPerSecond));
+    const p50 = mean(rows.map((r) => r.ttftP50));
+    const p95 = mean(rows.map((r) => r.ttftP95));
+    const requests = rows.reduce((sum, r) => sum + r.requests, 0);
+    console.log(`| ${k} | ${rows[0].parallel} | ${tool.name} | ${requests} | ${tps.toFixed(1)} | ${ms(p50)} | ${ms(p95)} | ${mb(Math.max(...rows.map((r) => r.rss)))} |`);
+  }
+}
+if (withLlamaServer) {
+  console.log("");
+  for (const k of clientCounts) {
+    const of = (name) => mean(results.filter((r) => r.k === k && r.tool === name).map((r) => r.tokensPerSecond));
+    console.log(`K=${k}: llama-oci / llama-server generated t/s ${(of("llama-oci serve") / of("llama-server")).toFixed(3)}`);
+  }
+}
+
+/** K clients sending streaming chat requests back to back until the phase's time is up; then waits for the last ones. */
+async function runPhase(url, k) {
+  const started = performance.now();
+  const deadline = started + durationMs;
+  const ttfts = [];
+  let tokens = 0;
+  let requests = 0;
+  let promptTokens = 0;
+  let counter = 0;
+  await Promise.all(
+    Array.from({ length: k }, async (_, client) => {
+      while (performance.now() < deadline) {
+        const result = await chat(url, client, ++counter);
+        ttfts.push(result.ttftMs);
+        tokens += result.tokens;
+        promptTokens = result.promptTokens || promptTokens;
+        requests++;
+      }
+    }),
+  );
+  const elapsed = (performance.now() - started) / 1000;
+  ttfts.sort((a, b) => a - b);
+  return { tokensPerSecond: tokens / elapsed, requests, ttftP50: quantile(ttfts, 0.5), ttftP95: quantile(ttfts, 0.95), promptTokens };
+}
+
+/** One streaming chat request: time to the first content piece, generated tokens (usage, else content pieces). */
+async function chat(url, client, id) {
+  const body = {
+    model: "",
+    messages: [
+      { role: "system", content: SYSTEM },
+      { role: "user", content: `Request ${id} from client ${client}: what is the tallest mountain on each continent?` },
+    ],
+    max_tokens: genTokens,
+    temperature: 0,
+    ignore_eos: true,
+    stream: true,
+    stream_options: { include_usage: true },
+  };
+  const sent = performance.now();
+  const response = await fetch(`${url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  if (!response.ok) throw new Error(`${url} answered ${response.status}: ${await response.text()}`);
+  let ttftMs;
+  let pieces = 0;
+  let usage;
+  let buffer = "";
+  const decoder = new TextDecoder();
+  for await (const chunk of response.body) {
+    buffer += decoder.decode(chunk, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) !== -1) {
+      const event = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = event.split("\n").find((line) => line.startsWith("data: "))?.slice(6);
+      if (data === undefined || data === "[DONE]") continue;
+      const parsed = JSON.parse(data);
+      if (parsed.error) throw new Error(`${url}: ${JSON.stringify(parsed.error)}`);
+      if (parsed.usage) usage = parsed.usage;
+      if (parsed.choices?.[0]?.delta?.content) {
+        ttftMs ??= performance.now() - sent;
+        pieces++;
+      }
+    }
+  }
+  return { ttftMs: ttftMs ?? performance.now() - sent, tokens: usage?.completion_tokens ?? pieces, promptTokens: usage?.prompt_tokens ?? 0 };
+}
+
+async function startOurs(parallel) {
+  const args = [cli, "serve", "--model", modelPath, "--port", "0", "-t", String(threads), "--parallel", String(parallel), "-c", String(ctx), "--max-queue", "1024", "-ngl", "0", "-q"];
+  // -q silences the log, so the port comes from a port chosen here.
+  const port = await freePort();
+  args[args.indexOf("--port") + 1] = String(port);
+  return launch("llama-oci serve", process.execPath, args, `http://127.0.0.1:${port}`);
+}
+
+async function startLlamaServer(parallel) {
+  const port = await freePort();
+  const args = ["-m", modelPath, "--host", "127.0.0.1", "--port", String(port), "-t", String(threads), "-np", String(parallel), "-c", String(ctx * parallel), "-ngl", "0", "--alias", "bench"];
+  return launch("llama-server", llamaServer, args, `http://127.0.0.1:${port}`);
+}
+
+async function launch(name, command, args, url) {
+  const child = spawn(command, args, { cwd: root, stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  child.stderr.on("data", (data) => {
+    stderr = (stderr + data.toString()).slice(-8000);
+  });
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) fail(`${name} exited with ${child.exitCode}:\n${stderr}`);
+    const status = await fetch(`${url}/health`).then((r) => r.status, () => 0);
+    if (status === 200) break;
+    if (Date.now() > deadline) {
+      child.kill("SIGKILL");
+      fail(`${name} was not healthy within 60 s:\n${stderr}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return {
+    url,
+    pid: child.pid,
+    stop: async () => {
+      child.kill("SIGTERM");
+      const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+}
+
+/** Peak resident set size of a running process (Linux: VmHWM), in bytes; NaN elsewhere. */
+function peakRss(pid) {
+  try {
+    const kb = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+    return kb === undefined ? NaN : Number(kb) * 1024;
+  } catch {
+    return NaN;
+  }
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function quantile(sorted, q) {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+}
+
+function mean(list) {
+  return list.length === 0 ? NaN : list.reduce((a, b) => a + b, 0) / list.length;
+}
+
+function ms(value) {
+  return `${value.toFixed(0)} ms`;
+}
+
+function mb(bytes) {
+  return Number.isNaN(bytes) ? "n/a" : `${(bytes / 1e6).toFixed(0)} MB`;
+}
+
+function log(line) {
+  process.stderr.write(`${line}\n`);
+}
+
+function fail(message) {
+  log(`bench: ${message}`);
+  process.exit(1);
+}

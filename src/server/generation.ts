@@ -1,0 +1,182 @@
+/**
+ * What the OpenAI and Ollama endpoints share once a request is parsed: prompts (chat template, tokens), the checks
+ * that must answer 400 before any response is sent, running on the model's sequences, and the metrics of each run.
+ */
+import { LlamaOciError } from "../errors.js";
+import type { ChatMessage } from "../llama/chat.js";
+import type { CompletionResult, StopReason } from "../llama/completion.js";
+import { badRequest, HttpError, oneLine } from "./http-errors.js";
+import type { ServerMetrics } from "./metrics.js";
+import type { LoadedModel } from "./models.js";
+import type { RunOptions } from "./runner.js";
+
+const PROMPT_TOKENIZE = { addSpecial: true, parseSpecial: true } as const;
+
+/** The conversation formatted with the model's chat template and tokenized, ready to generate the assistant's turn. */
+export async function chatPrompt(loaded: LoadedModel, messages: ChatMessage[], param = "messages"): Promise<Int32Array> {
+  let text: string;
+  try {
+    text = loaded.model.applyChatTemplate(messages, { addAssistantPrompt: true, template: loaded.chatTemplate });
+  } catch (error) {
+    throw badRequest(`the model's chat template cannot format these messages: ${oneLine(error)}`, param);
+  }
+  const tokens = await loaded.model.tokenize(text, PROMPT_TOKENIZE);
+  const bos = loaded.model.info.bosToken;
+  // A template that writes BOS itself gets a second one from tokenization's addSpecial.
+  return tokens.length >= 2 && bos >= 0 && tokens[0] === bos && tokens[1] === bos ? tokens.subarray(1) : tokens;
+}
+
+/** A raw prompt: text (special tokens such as "<|im_start|>" become those tokens, BOS added) or token IDs. */
+export async function rawPrompt(loaded: LoadedModel, prompt: string | readonly number[], param = "prompt"): Promise<Int32Array> {
+  if (typeof prompt === "string") return loaded.model.tokenize(prompt, PROMPT_TOKENIZE);
+  return checkedTokens(loaded, prompt, param);
+}
+
+/** Token IDs from a client, each checked against the vocabulary. */
+export function checkedTokens(loaded: LoadedModel, ids: readonly number[], param: string): Int32Array {
+  const vocabSize = loaded.model.info.vocabSize;
+  const bad = ids.findIndex((id) => !Number.isInteger(id) || id < 0 || id >= vocabSize);
+  if (bad !== -1) throw badRequest(`${param}[${bad}] is ${String(ids[bad])}, not a token of this model (0 to ${vocabSize - 1})`, param);
+  return Int32Array.from(ids);
+}
+
+/** 400 unless the prompt leaves room to generate in one sequence. */
+export function checkPromptFits(loaded: LoadedModel, tokens: Int32Array, param: string): void {
+  const contextSize = loaded.runner.contextSize;
+  if (tokens.length === 0) throw badRequest(`${param} is empty`, param);
+  if (tokens.length >= contextSize) {
+    throw new HttpError(400, `the prompt is ${tokens.length} tokens but the context holds ${contextSize} (each sequence's context: --ctx-size)`, {
+      param,
+      code: "context_length_exceeded",
+    });
+  }
+}
+
+/** Limits on a client's JSON schema, checked before llama.cpp's converter (recursive, on the event loop) sees it. */
+const SCHEMA_MAX_DEPTH = 32;
+const SCHEMA_MAX_NODES = 10_000;
+/** Counts above this (minItems, a regex's {n}) would expand into a grammar too large to hold. */
+const SCHEMA_MAX_REPEAT = 1000;
+const REPEAT_KEYS = new Set(["minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties", "minContains", "maxContains"]);
+
+/** Refuses schemas that are too deep, too large, or that repeat something too often (400 naming `param`). */
+function checkSchema(schema: unknown, param: string): void {
+  const stack: { value: unknown; depth: number }[] = [{ value: schema, depth: 0 }];
+  let nodes = 0;
+  while (stack.length > 0) {
+    const { value, depth } = stack.pop()!;
+    if (typeof value !== "object" || value === null) continue;
+    if (++nodes > SCHEMA_MAX_NODES) throw badRequest(`${param} is too large (more than ${SCHEMA_MAX_NODES} objects and arrays)`, param);
+    if (depth > SCHEMA_MAX_DEPTH) throw badRequest(`${param} is nested more than ${SCHEMA_MAX_DEPTH} levels deep`, param);
+    for (const [key, child] of Object.entries(value)) {
+      if (REPEAT_KEYS.has(key) && typeof child === "number" && child > SCHEMA_MAX_REPEAT) {
+        throw badRequest(`${param}: ${key} above ${SCHEMA_MAX_REPEAT} is not supported`, param);
+      }
+      if (key === "pattern" && typeof child === "string") {
+        for (const match of child.matchAll(/\{(\d*)(?:,(\d*))?\}/g)) {
+          if (Number(match[1] || 0) > SCHEMA_MAX_REPEAT || Number(match[2] || 0) > SCHEMA_MAX_REPEAT) throw badRequest(`${param}: a pattern repeating more than ${SCHEMA_MAX_REPEAT} times is not supported`, param);
+        }
+      }
+      stack.push({ value: child, depth: depth + 1 });
+    }
+  }
+}
+
+/** A GBNF grammar from a JSON schema (400 naming `param` when it is unreasonable or llama.cpp's converter refuses it). */
+export function schemaGrammar(loaded: LoadedModel, schema: object, param: string): string {
+  checkSchema(schema, param);
+  try {
+    return loaded.model.jsonSchemaToGrammar(schema);
+  } catch (error) {
+    throw badRequest(oneLine(error), param);
+  }
+}
+
+/** OpenAI's and Ollama's seed (any integer; negative = random) as the 32-bit seed llama.cpp takes. */
+export function toSeed(seed: number | null | undefined): number | undefined {
+  if (seed === undefined || seed === null || seed < 0) return undefined;
+  return seed % 0xffffffff;
+}
+
+export function stopList(stop: string | string[] | null | undefined): string[] | undefined {
+  if (stop === undefined || stop === null) return undefined;
+  return (typeof stop === "string" ? [stop] : stop).filter((s) => s.length > 0);
+}
+
+/** OpenAI's finish_reason ("stop" or "length") for a stop reason; Ollama's done_reason is the same word. */
+export function finishReason(reason: StopReason): "stop" | "length" {
+  return reason === "maxTokens" || reason === "contextFull" ? "length" : "stop";
+}
+
+export interface RunHooks {
+  /** The client's connection: aborting stops the generation (or leaves the queue) and frees the sequence. */
+  signal: AbortSignal;
+  onText?: (text: string) => void;
+  /** When the request arrived, for the time to first token (performance.now()). */
+  startedAt: number;
+}
+
+/** Runs a generation on the model's sequences and records it in the metrics. */
+export async function runGeneration(loaded: LoadedModel, tokens: Int32Array, options: RunOptions, metrics: ServerMetrics, hooks: RunHooks): Promise<CompletionResult> {
+  const model = loaded.name;
+  let first = true;
+  let result: CompletionResult;
+  // Nothing can generate past the context; a client's 2^31 stays a small number for the native loop.
+  const contextSize = loaded.runner.contextSize;
+  const maxTokens = options.maxTokens === undefined || options.maxTokens > contextSize ? contextSize : options.maxTokens;
+  try {
+    result = await loaded.runner.run(tokens, {
+      ...options,
+      maxTokens,
+      signal: hooks.signal,
+      onTextChunk: (text) => {
+        if (first) {
+          first = false;
+          metrics.timeToFirstToken.observe({ model }, (performance.now() - hooks.startedAt) / 1000);
+        }
+        hooks.onText?.(text);
+      },
+    });
+  } catch (error) {
+    if (error instanceof Error && error.name === "QueueFullError") metrics.rejected.inc({ reason: "queue_full" });
+    if (error instanceof LlamaOciError && error.code === "INVALID_ARGUMENT") throw badRequest(oneLine(error));
+    // llama.cpp's converter can produce a grammar its own parser then refuses (e.g. from {"anyOf": []}).
+    if (error instanceof LlamaOciError && error.code === "INFERENCE" && /invalid grammar/.test(error.message)) {
+      throw badRequest(`the JSON schema does not give a usable grammar: ${oneLine(error)}`);
+    }
+    throw error;
+  }
+  const t = result.timings;
+  metrics.promptTokens.inc({ model }, t.promptTokens);
+  metrics.cachedPromptTokens.inc({ model }, t.cachedTokens);
+  metrics.generatedTokens.inc({ model }, t.generatedTokens);
+  metrics.promptSeconds.inc({ model }, t.promptMs / 1000);
+  metrics.generationSeconds.inc({ model }, t.generateMs / 1000);
+  metrics.completions.inc({ model, finish_reason: result.stopReason === "abort" ? "abort" : finishReason(result.stopReason) });
+  return result;
+}
+
+/** OpenAI's usage object, with the cached prompt tokens as prompt_tokens_details.cached_tokens. */
+export function usage(result: CompletionResult): object {
+  const t = result.timings;
+  return {
+    prompt_tokens: t.promptTokens,
+    completion_tokens: t.generatedTokens,
+    total_tokens: t.promptTokens + t.generatedTokens,
+    prompt_tokens_details: { cached_tokens: t.cachedTokens },
+  };
+}
+
+/** llama-server's `timings` extension, which benchmark tools read. */
+export function timings(result: CompletionResult): object {
+  const t = result.timings;
+  return {
+    cache_n: t.cachedTokens,
+    prompt_n: t.promptTokens - t.cachedTokens,
+    prompt_ms: t.promptMs,
+    prompt_per_second: t.promptTokensPerSecond,
+    predicted_n: t.generatedTokens,
+    predicted_ms: t.generateMs,
+    predicted_per_second: t.generatedTokensPerSecond,
+  };
+}

@@ -1,0 +1,102 @@
+/**
+ * The sequence runner of a loaded model: `parallel` sequences that generate at the same time, a bounded queue in
+ * front of them, and the per-model counts that /metrics and /api/ps show. Admission (slots and queue) is here; what
+ * a sequence is (today one LlamaContext each) lives in sequences.ts, which is the one file to change for a native
+ * multi-sequence context.
+ */
+import type { CompletionResult } from "../llama/completion.js";
+import type { LlamaModel } from "../llama/model.js";
+import type { ContextOptions, GenerationOptions } from "../llama/options.js";
+import { Admission } from "./admission.js";
+import { createSequenceBackend, type SequenceBackend } from "./sequences.js";
+
+export { QueueFullError } from "./admission.js";
+
+export interface RunOptions extends GenerationOptions {
+  /**
+   * Keep generating past end-of-generation tokens (llama-server's ignore_eos). Passed through to the context; it
+   * takes effect where LlamaContext forwards it to the native generate call.
+   */
+  ignoreEos?: boolean;
+  /** Called synchronously when the request got a sequence or a place in the queue (not when it was refused). */
+  onAdmitted?: () => void;
+  /** Called when the request's sequence starts working on it. */
+  onStart?: () => void;
+}
+
+export interface SequenceRunner {
+  /** Sequences that can generate at once. */
+  readonly parallel: number;
+  /** Sequences working on a request now. */
+  readonly busy: number;
+  /** Requests waiting for a sequence. */
+  readonly queued: number;
+  /** Tokens one sequence holds: a prompt must be shorter than this. */
+  readonly contextSize: number;
+  /**
+   * Generates a completion of `tokens` on a free sequence, waiting in the queue when all are busy. Throws
+   * QueueFullError synchronously when the queue is full. An aborted signal resolves with stopReason "abort" once
+   * running (the sequence is then free again), or rejects with code ABORTED while still queued.
+   */
+  run(tokens: Int32Array, options?: RunOptions): Promise<CompletionResult>;
+  /** Stops running requests, rejects queued ones and frees every sequence. */
+  dispose(): Promise<void>;
+}
+
+export interface SequenceRunnerOptions {
+  parallel: number;
+  maxQueue: number;
+  /** Options of each sequence's context (contextSize is per sequence). */
+  context: ContextOptions;
+}
+
+export function createSequenceRunner(model: LlamaModel, options: SequenceRunnerOptions): SequenceRunner {
+  return new AdmittingRunner(createSequenceBackend(model, { parallel: options.parallel, context: options.context }), options);
+}
+
+class AdmittingRunner implements SequenceRunner {
+  readonly parallel: number;
+  #admission: Admission;
+  #backend: SequenceBackend;
+  #disposing: Promise<void> | undefined;
+
+  constructor(backend: SequenceBackend, options: SequenceRunnerOptions) {
+    this.parallel = options.parallel;
+    this.#backend = backend;
+    this.#admission = new Admission(options.parallel, options.maxQueue);
+  }
+
+  get busy(): number {
+    return this.#admission.running;
+  }
+
+  get queued(): number {
+    return this.#admission.queued;
+  }
+
+  get contextSize(): number {
+    return this.#backend.contextSize;
+  }
+
+  run(tokens: Int32Array, options: RunOptions = {}): Promise<CompletionResult> {
+    if (this.#disposing) return Promise.reject(new Error("the model is being unloaded"));
+    const { onAdmitted, onStart, ...generation } = options;
+    const admitted = this.#admission.acquire(options.signal, onAdmitted);
+    return admitted.then(async (release) => {
+      try {
+        onStart?.();
+        return await this.#backend.run(tokens, generation);
+      } finally {
+        release();
+      }
+    });
+  }
+
+  dispose(): Promise<void> {
+    this.#disposing ??= (async () => {
+      this.#admission.cancelWaiting(new Error("the model was unloaded"));
+      await this.#backend.dispose();
+    })();
+    return this.#disposing;
+  }
+}

@@ -1,0 +1,301 @@
+/**
+ * JSON schemas of the request bodies, checked by fastify's ajv before a handler runs (no type coercion, unknown
+ * fields allowed as the OpenAI and Ollama APIs allow them), and the one-line message a failed check answers with,
+ * naming the field as OpenAI does ("messages[0].content must be a string ...").
+ */
+
+/** Any finite JSON number (1e400 parses to Infinity, which this refuses). */
+const FINITE = Number.MAX_VALUE;
+const INT32 = 2 ** 31 - 1;
+
+const number = (minimum = -FINITE, maximum = FINITE) => ({ type: ["number", "null"], minimum, maximum }) as const;
+const integer = (minimum: number, maximum: number) => ({ type: ["integer", "null"], minimum, maximum }) as const;
+const boolean = { type: ["boolean", "null"] } as const;
+const string = { type: ["string", "null"] } as const;
+
+const STOP = {
+  title: "a string, an array of strings or null",
+  anyOf: [
+    { type: "string", maxLength: 4096 },
+    { type: "array", maxItems: 16, items: { type: "string", maxLength: 4096 } },
+    { type: "null" },
+  ],
+} as const;
+
+/** llama-server's sampling extensions and OpenAI's sampling fields, shared by both OpenAI endpoints. */
+const OPENAI_SAMPLING = {
+  model: { type: ["string", "null"], maxLength: 2048 },
+  max_tokens: integer(-1, INT32),
+  temperature: number(0),
+  top_p: number(0, 1),
+  top_k: integer(-1, INT32),
+  min_p: number(0, 1),
+  repeat_penalty: number(0),
+  repeat_last_n: integer(-1, INT32),
+  presence_penalty: number(-2, 2),
+  frequency_penalty: number(-2, 2),
+  seed: { type: ["integer", "null"], minimum: -(2 ** 63), maximum: 2 ** 64 },
+  stop: STOP,
+  n: integer(1, INT32),
+  stream: boolean,
+  stream_options: {
+    title: "an object or null",
+    anyOf: [{ type: "object", properties: { include_usage: boolean } }, { type: "null" }],
+  },
+  ignore_eos: boolean,
+  logprobs: boolean,
+  user: string,
+} as const;
+
+const CONTENT_PART = {
+  type: "object",
+  required: ["type"],
+  properties: { type: { type: "string", maxLength: 64 }, text: { type: "string" }, refusal: { type: "string" } },
+} as const;
+
+export const OPENAI_ROLES = ["system", "developer", "user", "assistant", "tool", "function"] as const;
+
+const OPENAI_MESSAGE = {
+  type: "object",
+  required: ["role"],
+  properties: {
+    role: { type: "string", enum: OPENAI_ROLES },
+    content: {
+      title: "a string, an array of content parts or null",
+      anyOf: [{ type: "string" }, { type: "array", maxItems: 4096, items: CONTENT_PART }, { type: "null" }],
+    },
+    name: string,
+  },
+} as const;
+
+export const CHAT_COMPLETIONS_BODY = {
+  type: "object",
+  required: ["messages"],
+  properties: {
+    ...OPENAI_SAMPLING,
+    messages: { type: "array", minItems: 1, maxItems: 100_000, items: OPENAI_MESSAGE },
+    max_completion_tokens: integer(-1, INT32),
+    response_format: {
+      type: ["object", "null"],
+      required: ["type"],
+      properties: {
+        type: { type: "string", enum: ["text", "json_object", "json_schema"] },
+        json_schema: {
+          type: "object",
+          properties: { name: { type: "string" }, schema: { type: "object" }, strict: boolean },
+        },
+      },
+    },
+    tools: { type: ["array", "null"], maxItems: 1024 },
+    tool_choice: {},
+  },
+} as const;
+
+export const COMPLETIONS_BODY = {
+  type: "object",
+  required: ["prompt"],
+  properties: {
+    ...OPENAI_SAMPLING,
+    prompt: {
+      title: "a string, an array of one string, or an array of token IDs",
+      anyOf: [
+        { type: "string" },
+        { type: "array", minItems: 1, maxItems: 1, items: { type: "string" } },
+        { type: "array", minItems: 1, items: { type: "integer", minimum: 0, maximum: INT32 } },
+      ],
+    },
+    suffix: string,
+    echo: boolean,
+    best_of: integer(1, INT32),
+  },
+} as const;
+
+export const EMBEDDINGS_BODY = {
+  type: "object",
+  required: ["input"],
+  properties: {
+    model: { type: ["string", "null"], maxLength: 2048 },
+    input: {
+      title: "a string, an array of strings, an array of token IDs or an array of arrays of token IDs",
+      anyOf: [
+        { type: "string" },
+        { type: "array", minItems: 1, maxItems: 2048, items: { type: "string" } },
+        { type: "array", minItems: 1, items: { type: "integer", minimum: 0, maximum: INT32 } },
+        { type: "array", minItems: 1, maxItems: 2048, items: { type: "array", minItems: 1, items: { type: "integer", minimum: 0, maximum: INT32 } } },
+      ],
+    },
+    encoding_format: { type: ["string", "null"], enum: ["float", "base64", null] },
+    dimensions: integer(1, INT32),
+    user: string,
+  },
+} as const;
+
+/** Ollama's `options`: the ones that change sampling are checked; the others (num_ctx, num_gpu, ...) are accepted and ignored. */
+const OLLAMA_OPTIONS = {
+  type: ["object", "null"],
+  properties: {
+    num_predict: integer(-2, INT32),
+    temperature: number(0),
+    top_k: integer(-1, INT32),
+    top_p: number(0, 1),
+    min_p: number(0, 1),
+    repeat_penalty: number(0),
+    repeat_last_n: integer(-1, INT32),
+    presence_penalty: number(),
+    frequency_penalty: number(),
+    seed: { type: ["integer", "null"], minimum: -(2 ** 63), maximum: 2 ** 64 },
+    stop: STOP,
+  },
+} as const;
+
+const KEEP_ALIVE = { title: "a duration such as \"5m\", a number of seconds, or null", anyOf: [{ type: "string", maxLength: 64 }, { type: "number", minimum: -FINITE, maximum: FINITE }, { type: "null" }] } as const;
+const FORMAT = { title: '"json", a JSON schema object, or null', anyOf: [{ type: "string", maxLength: 64 }, { type: "object" }, { type: "null" }] } as const;
+const OLLAMA_MODEL = { type: "string", maxLength: 2048 } as const;
+
+const OLLAMA_MESSAGE = {
+  type: "object",
+  required: ["role"],
+  properties: {
+    role: { type: "string", maxLength: 64 },
+    content: string,
+    images: { type: ["array", "null"], items: { type: "string" } },
+    tool_calls: { type: ["array", "null"] },
+    thinking: string,
+  },
+} as const;
+
+export const OLLAMA_CHAT_BODY = {
+  type: "object",
+  properties: {
+    model: OLLAMA_MODEL,
+    messages: { type: ["array", "null"], maxItems: 100_000, items: OLLAMA_MESSAGE },
+    stream: boolean,
+    format: FORMAT,
+    keep_alive: KEEP_ALIVE,
+    options: OLLAMA_OPTIONS,
+    tools: { type: ["array", "null"], maxItems: 1024 },
+    think: {},
+  },
+} as const;
+
+export const OLLAMA_GENERATE_BODY = {
+  type: "object",
+  properties: {
+    model: OLLAMA_MODEL,
+    prompt: string,
+    suffix: string,
+    system: string,
+    template: string,
+    context: { type: ["array", "null"], items: { type: "integer", minimum: 0, maximum: INT32 } },
+    stream: boolean,
+    raw: boolean,
+    format: FORMAT,
+    images: { type: ["array", "null"], items: { type: "string" } },
+    keep_alive: KEEP_ALIVE,
+    options: OLLAMA_OPTIONS,
+    think: {},
+  },
+} as const;
+
+export const OLLAMA_EMBED_BODY = {
+  type: "object",
+  properties: {
+    model: OLLAMA_MODEL,
+    input: {
+      title: "a string or an array of strings",
+      anyOf: [{ type: "string" }, { type: "array", maxItems: 2048, items: { type: "string" } }],
+    },
+    prompt: string,
+    truncate: boolean,
+    keep_alive: KEEP_ALIVE,
+    options: OLLAMA_OPTIONS,
+    dimensions: integer(1, INT32),
+  },
+} as const;
+
+/** /api/pull, /api/show, /api/delete: the model is `model` (or the older `name`). */
+export const OLLAMA_MODEL_BODY = {
+  type: "object",
+  properties: {
+    model: OLLAMA_MODEL,
+    name: OLLAMA_MODEL,
+    insecure: boolean,
+    stream: boolean,
+    verbose: boolean,
+  },
+} as const;
+
+/** One failed check of ajv (fastify's FastifySchemaValidationError, with `verbose` on so parentSchema is there). */
+export interface ValidationIssue {
+  keyword: string;
+  instancePath: string;
+  params: Record<string, unknown>;
+  message?: string;
+  parentSchema?: { title?: string };
+}
+
+/** The message and the field (OpenAI's `param`) for a failed body check. */
+export function describeValidation(issues: readonly ValidationIssue[]): { message: string; param: string | null } {
+  // For anyOf, ajv lists each branch's failure and then the anyOf itself: that last one says what the field may be.
+  const issue = issues.find((i) => i.keyword === "anyOf" || i.keyword === "oneOf") ?? issues[0];
+  if (!issue) return { message: "the request body is invalid", param: null };
+  let path = pointerToParam(issue.instancePath);
+  const p = issue.params;
+  if (issue.keyword === "required") {
+    const missing = typeof p.missingProperty === "string" ? p.missingProperty : "?";
+    path = path === "" ? missing : `${path}.${missing}`;
+    return { message: `${path} is required`, param: path };
+  }
+  const name = path === "" ? "the request body" : path;
+  const param = path === "" ? null : path;
+  switch (issue.keyword) {
+    case "type":
+      return { message: `${name} must be ${typeText(p.type)}`, param };
+    case "enum":
+      return { message: `${name} must be one of ${(Array.isArray(p.allowedValues) ? p.allowedValues : []).map((v) => JSON.stringify(v)).join(", ")}`, param };
+    case "minimum":
+    case "maximum":
+    case "exclusiveMinimum":
+    case "exclusiveMaximum":
+      if (Math.abs(Number(p.limit)) === FINITE) return { message: `${name} must be a finite number`, param };
+      return { message: `${name} must be ${String(p.comparison)} ${String(p.limit)}`, param };
+    case "minItems":
+      return { message: `${name} must have at least ${String(p.limit)} item${p.limit === 1 ? "" : "s"}`, param };
+    case "maxItems":
+      return { message: `${name} must have at most ${String(p.limit)} items`, param };
+    case "maxLength":
+      return { message: `${name} must be at most ${String(p.limit)} characters`, param };
+    case "anyOf":
+    case "oneOf":
+      return { message: `${name} must be ${issue.parentSchema?.title ?? "of another type"}`, param };
+    default:
+      return { message: `${name} ${issue.message ?? "is invalid"}`, param };
+  }
+}
+
+/** "/messages/0/content" → "messages[0].content". */
+function pointerToParam(pointer: string): string {
+  let out = "";
+  for (const raw of pointer.split("/").slice(1)) {
+    const part = raw.replace(/~1/g, "/").replace(/~0/g, "~");
+    out += /^\d+$/.test(part) ? `[${part}]` : out === "" ? part : `.${part}`;
+  }
+  return out;
+}
+
+const ARTICLE: Record<string, string> = {
+  string: "a string",
+  number: "a number",
+  integer: "an integer",
+  boolean: "a boolean",
+  object: "an object",
+  array: "an array",
+  null: "null",
+};
+
+function typeText(type: unknown): string {
+  const types = Array.isArray(type) ? type : typeof type === "string" ? type.split(",") : [];
+  const words = types.map((t) => ARTICLE[String(t)] ?? String(t));
+  if (words.length <= 1) return words[0] ?? "of another type";
+  return `${words.slice(0, -1).join(", ")} or ${words.at(-1)!}`;
+}
