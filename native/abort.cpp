@@ -1,8 +1,58 @@
 #include "abort.h"
 
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+
 #include "addon.h"
 
 namespace llama_oci {
+
+namespace {
+
+struct BusyThreads {
+  std::mutex mutex;
+  std::condition_variable idle;
+  int count = 0;
+};
+
+// Never destroyed: threads still running after the exit guard gave up waiting may touch it during exit().
+BusyThreads& Busy() {
+  static auto* busy = new BusyThreads();
+  return *busy;
+}
+
+void OnExit() { PrepareForExit(); }
+
+}  // namespace
+
+void PrepareForExit() {
+  ProcessExitingFlag().store(true);
+  BusyThreads& busy = Busy();
+  std::unique_lock<std::mutex> lock(busy.mutex);
+  // Each worker stops at its next check (llama.cpp's abort callback included), which comes within a graph node.
+  busy.idle.wait_for(lock, std::chrono::seconds(5), [&] { return busy.count == 0; });
+}
+
+void InstallExitGuard() {
+  static std::once_flag once;
+  std::call_once(once, [] { std::atexit(OnExit); });
+}
+
+BusyScope::BusyScope() {
+  std::lock_guard<std::mutex> lock(Busy().mutex);
+  Busy().count++;
+}
+
+BusyScope::~BusyScope() {
+  BusyThreads& busy = Busy();
+  {
+    std::lock_guard<std::mutex> lock(busy.mutex);
+    busy.count--;
+  }
+  busy.idle.notify_all();
+}
 
 Napi::Function AbortFlagWrap::Define(Napi::Env env) {
   return DefineClass(env, "NativeAbortFlag",

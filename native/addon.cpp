@@ -78,13 +78,16 @@ void SetLoggerFunction(const Napi::CallbackInfo& info) { SetLogger(info); }
 
 Napi::Value CreateAbortFlag(const Napi::CallbackInfo& info) { return AbortFlagWrap::New(info.Env()); }
 
+void PrepareForExitFunction(const Napi::CallbackInfo&) { PrepareForExit(); }
+
 // At environment teardown (process exit, worker thread end): release every model and context still alive. A
-// running worker keeps its share and is stopped by its own teardown (Task::Finalize), then frees what it held.
+// running worker keeps its share and is stopped by its own teardown (Task::Finalize), then frees what it held; a
+// context's sequence engine thread is stopped here, and waited for, so that it never outlives the environment.
 // Called by Node outside node-addon-api's wrappers, so nothing may be thrown out of it.
 void Cleanup(std::shared_ptr<LiveObjects>* live) noexcept {
   try {
     std::vector<ContextWrap*> contexts((*live)->contexts.begin(), (*live)->contexts.end());
-    for (ContextWrap* context : contexts) context->Release(true);
+    for (ContextWrap* context : contexts) context->Release(true, true);
     std::vector<ModelWrap*> models((*live)->models.begin(), (*live)->models.end());
     for (ModelWrap* model : models) model->Release();
   } catch (...) {
@@ -98,6 +101,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   // Process-wide in llama.cpp: once, even when several worker threads load the addon.
   std::call_once(backendOnce, [] { llama_backend_init(); });
   InstallLogCallback();
+  InstallExitGuard();
 
   auto* data = new AddonData();
   data->abortFlagClass = Napi::Persistent(AbortFlagWrap::Define(env));
@@ -109,6 +113,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("systemInfo", Napi::Function::New(env, SystemInfo, "systemInfo"));
   exports.Set("setLogger", Napi::Function::New(env, SetLoggerFunction, "setLogger"));
   exports.Set("createAbortFlag", Napi::Function::New(env, CreateAbortFlag, "createAbortFlag"));
+  exports.Set("prepareForExit", Napi::Function::New(env, PrepareForExitFunction, "prepareForExit"));
   exports.Set("loadModel", Napi::Function::New(env, LoadModel, "loadModel"));
   return exports;
 }

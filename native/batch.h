@@ -1,4 +1,5 @@
-// An owned llama_batch for sequence 0 with explicit positions (llama_batch_init/llama_batch_free).
+// An owned llama_batch with explicit positions, each token in one sequence (sequence 0 unless told otherwise)
+// (llama_batch_init/llama_batch_free).
 #pragma once
 
 #include <stdexcept>
@@ -16,13 +17,13 @@ class Batch {
 
   void Clear() { batch_.n_tokens = 0; }
 
-  void Add(llama_token token, llama_pos pos, bool output) {
+  void Add(llama_token token, llama_pos pos, bool output, llama_seq_id seq = 0) {
     if (batch_.n_tokens >= capacity_) throw std::logic_error("batch overflow");
     const int32_t i = batch_.n_tokens++;
     batch_.token[i] = token;
     batch_.pos[i] = pos;
     batch_.n_seq_id[i] = 1;
-    batch_.seq_id[i][0] = 0;
+    batch_.seq_id[i][0] = seq;
     batch_.logits[i] = output ? 1 : 0;
   }
 

@@ -5,6 +5,7 @@
 
 #include "js-args.h"
 #include "log.h"
+#include "sequence-engine.h"
 #include "task.h"
 
 namespace llama_oci {
@@ -14,24 +15,33 @@ namespace {
 // llama.cpp checks this between graph nodes during llama_decode; returning true makes llama_decode return 2.
 bool AbortCallback(void* data) noexcept {
   auto* context = static_cast<ContextHandle*>(data);
-  if (context->disposed.load(std::memory_order_relaxed)) return true;
+  if (context->disposed.load(std::memory_order_relaxed) || ProcessExiting()) return true;
   const StopFlags* stop = context->activeStop.load(std::memory_order_acquire);
-  return stop != nullptr && stop->Requested();
+  if (stop != nullptr && stop->Requested()) return true;
+  const DecodeAbortCheck* check = context->activeCheck.load(std::memory_order_acquire);
+  return check != nullptr && check->DecodeAbortRequested();
 }
 
 }  // namespace
 
-ContextHandle::ContextHandle(ModelPtr model, llama_context* ctx, bool embeddings)
-    : model(std::move(model)), ctx(ctx), embeddings(embeddings) {
+ContextHandle::ContextHandle(ModelPtr model, llama_context* ctx, bool embeddings, uint32_t parallel)
+    : model(std::move(model)), ctx(ctx), embeddings(embeddings), parallel(parallel) {
   contextSize = llama_n_ctx(ctx);
   batchSize = llama_n_batch(ctx);
   ubatchSize = llama_n_ubatch(ctx);
   hasMemory = llama_get_memory(ctx) != nullptr;
   llama_set_abort_callback(ctx, AbortCallback, this);
+  if (parallel > 1 && !embeddings) engine = std::make_unique<SequenceEngine>(*this);
+}
+
+ContextHandle::~ContextHandle() {
+  engine.reset();
+  llama_free(ctx);
 }
 
 void ContextHandle::ClearMemory() {
   llama_memory_clear(memory(), false);
+  memoryEpoch++;
   SetCached(0);
 }
 
@@ -103,6 +113,8 @@ Napi::Function ContextWrap::Define(Napi::Env env) {
                          InstanceAccessor<&ContextWrap::BatchSize>("batchSize"),
                          InstanceAccessor<&ContextWrap::UbatchSize>("ubatchSize"),
                          InstanceAccessor<&ContextWrap::HasMemory>("hasMemory"),
+                         InstanceAccessor<&ContextWrap::Parallel>("parallel"),
+                         InstanceMethod<&ContextWrap::Stats>("stats"),
                          InstanceMethod<&ContextWrap::Dispose>("dispose"),
                          InstanceAccessor<&ContextWrap::Disposed>("disposed"),
                      });
@@ -121,6 +133,7 @@ ContextWrap::ContextWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Cont
   batchSize_ = handle_->batchSize;
   ubatchSize_ = handle_->ubatchSize;
   hasMemory_ = handle_->hasMemory;
+  parallel_ = handle_->parallel;
   live_ = GetAddonData(info.Env()).live;
   live_->contexts.insert(this);
 }
@@ -130,11 +143,16 @@ ContextWrap::~ContextWrap() {
   Release(false);
 }
 
-void ContextWrap::Release(bool stopWorker) {
+void ContextWrap::Release(bool stopWorker, bool waitForEngine) {
   if (!handle_) return;
-  // A worker still running keeps its own share and frees the context when it ends.
+  // A worker still running keeps its own share and frees the context when it ends; so does the sequence engine's
+  // thread, which (once told to stop) either aborts its requests or finishes them, then ends.
   if (stopWorker) handle_->disposed.store(true);
+  SequenceEngine* engine = handle_->engine.get();
+  std::shared_ptr<ExitLatch> exited = engine != nullptr ? engine->exitLatch() : nullptr;
+  if (engine != nullptr) engine->Stop(stopWorker);
   handle_.reset();
+  if (waitForEngine && exited) exited->Wait();
 }
 
 namespace {
@@ -145,7 +163,9 @@ Napi::Value ContextWrap::Generate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!handle_) return Task::Rejected(env, kDisposed);
   try {
-    return StartGenerate(env, handle_, ObjectArg(info, 0, "generate params"));
+    const Napi::Object params = ObjectArg(info, 0, "generate params");
+    if (handle_->engine) return handle_->engine->Submit(env, handle_, params);
+    return StartGenerate(env, handle_, params);
   } catch (...) {
     return Task::RejectedWithCurrentException(env);
   }
@@ -183,18 +203,24 @@ Napi::Value ContextWrap::Bench(const Napi::CallbackInfo& info) {
 Napi::Value ContextWrap::CachedTokenCount(const Napi::CallbackInfo& info) {
   if (!handle_) throw Napi::Error::New(info.Env(), kDisposed);
   if (handle_->clearRequested.load()) return Napi::Number::New(info.Env(), 0);
+  // With several sequences: the tokens of all of them (each holds its own cells of the unified cache).
   return Napi::Number::New(info.Env(), static_cast<double>(handle_->cachedCount.load()));
 }
 
 void ContextWrap::Clear(const Napi::CallbackInfo& info) {
   if (!handle_) throw Napi::Error::New(info.Env(), kDisposed);
-  // Never wait for a running worker on the JS thread: if one holds the context, the next one clears first.
-  std::unique_lock<std::mutex> lock(handle_->mutex, std::try_to_lock);
-  if (lock.owns_lock()) {
-    handle_->ClearMemory();
-  } else {
-    handle_->clearRequested.store(true);
+  // Never wait for a running worker on the JS thread: if one holds the context, the next one clears first. The
+  // sequence engine applies a pending clear at its next step to the sequences that are not generating (and to the
+  // others when they end).
+  {
+    std::unique_lock<std::mutex> lock(handle_->mutex, std::try_to_lock);
+    if (lock.owns_lock() && (!handle_->engine || handle_->engine->Idle())) {
+      handle_->ClearMemory();
+      return;
+    }
   }
+  handle_->clearRequested.store(true);
+  if (handle_->engine) handle_->engine->Wake();
 }
 
 Napi::Value ContextWrap::ContextSize(const Napi::CallbackInfo& info) {
@@ -206,6 +232,21 @@ Napi::Value ContextWrap::UbatchSize(const Napi::CallbackInfo& info) {
 }
 Napi::Value ContextWrap::HasMemory(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), hasMemory_);
+}
+Napi::Value ContextWrap::Parallel(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), parallel_); }
+
+Napi::Value ContextWrap::Stats(const Napi::CallbackInfo& info) {
+  if (!handle_) throw Napi::Error::New(info.Env(), kDisposed);
+  Napi::Env env = info.Env();
+  const DecodeStats& stats = handle_->stats;
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("decodeCalls", Napi::Number::New(env, static_cast<double>(stats.calls.load())));
+  out.Set("decodedTokens", Napi::Number::New(env, static_cast<double>(stats.tokens.load())));
+  out.Set("maxSequencesPerDecode", Napi::Number::New(env, stats.maxSequences.load()));
+  const SequenceEngine* engine = handle_->engine.get();
+  out.Set("activeSequences", Napi::Number::New(env, engine != nullptr ? static_cast<double>(engine->Active()) : 0));
+  out.Set("pendingRequests", Napi::Number::New(env, engine != nullptr ? static_cast<double>(engine->Pending()) : 0));
+  return out;
 }
 
 void ContextWrap::Dispose(const Napi::CallbackInfo&) { Release(true); }
@@ -233,6 +274,9 @@ enum llama_pooling_type Pooling(Napi::Env env, const std::string& value) {
   throw Napi::TypeError::New(env, "pooling must be \"unspecified\", \"none\", \"mean\", \"cls\", \"last\" or \"rank\"");
 }
 
+// LLAMA_MAX_SEQ of llama.cpp (src/llama-cparams.h), which llama.h does not export.
+constexpr int32_t kMaxSequences = 256;
+
 uint32_t NonNegative(Napi::Env env, const Napi::Object& options, const char* key) {
   const int32_t value = IntField(options, key, 0);
   if (value < 0) throw Napi::RangeError::New(env, std::string(key) + " must not be negative");
@@ -252,7 +296,7 @@ class CreateContextTask : public Task {
       throw std::runtime_error("cannot create a context of " + std::to_string(params_.n_ctx) + " tokens" +
                                (reason.empty() ? std::string(" (out of memory?)") : ": " + reason));
     }
-    context_ = std::make_shared<ContextHandle>(model_, ctx, params_.embeddings);
+    context_ = std::make_shared<ContextHandle>(model_, ctx, params_.embeddings, params_.n_seq_max);
   }
 
   Napi::Value Result(Napi::Env env) override { return ContextWrap::New(env, std::move(context_)); }
@@ -274,7 +318,13 @@ Napi::Promise CreateContext(Napi::Env env, const ModelPtr& model, const Napi::Ob
   const uint32_t ubatch = NonNegative(env, options, "ubatchSize");
   if (batch > 0) params.n_batch = batch;
   params.n_ubatch = std::min(ubatch > 0 ? ubatch : params.n_ubatch, params.n_batch);
-  params.n_seq_max = 1;
+  // parallel > 1: that many sequences in one unified KV cache of n_ctx cells, which they share.
+  const int32_t parallel = IntField(options, "parallel", 1);
+  if (parallel < 1 || parallel > kMaxSequences) {
+    throw Napi::RangeError::New(env, "parallel must be an integer from 1 to " + std::to_string(kMaxSequences));
+  }
+  params.n_seq_max = static_cast<uint32_t>(parallel);
+  params.kv_unified = parallel > 1;
   // ggml's CPU backend has room for GGML_MAX_N_THREADS; more would write past its per-thread arrays.
   const int32_t threads = static_cast<int32_t>(NonNegative(env, options, "threads"));
   const int32_t threadsBatch = static_cast<int32_t>(NonNegative(env, options, "threadsBatch"));
@@ -285,6 +335,14 @@ Napi::Promise CreateContext(Napi::Env env, const ModelPtr& model, const Napi::Ob
   params.n_threads_batch = threadsBatch > 0 ? threadsBatch : (threads > 0 ? threads : params.n_threads_batch);
   params.flash_attn_type = FlashAttention(env, StringField(options, "flashAttention", "auto"));
   params.embeddings = BoolField(options, "embeddings", false);
+  if (parallel > 1 && params.embeddings) {
+    throw Napi::RangeError::New(env,
+                                "parallel sequences are for generation: create embedding contexts with parallel 1");
+  }
+  if (static_cast<uint32_t>(parallel) > params.n_batch) {
+    throw Napi::RangeError::New(env, "batchSize (" + std::to_string(params.n_batch) + ") must be at least parallel (" +
+                                         std::to_string(parallel) + "): each step decodes a token of every sequence");
+  }
   params.pooling_type = Pooling(env, StringField(options, "pooling", "unspecified"));
   params.no_perf = true;
   return Task::Start(env, std::make_unique<CreateContextTask>(model, params));

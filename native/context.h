@@ -1,5 +1,7 @@
 // NativeContext: owns one llama_context and the record of which tokens its KV cache holds (sequence 0). Workers
 // lock the context's mutex for their whole run, so calls on one context never race; the handle keeps its model alive.
+// A context with parallel > 1 sequences generates through its SequenceEngine instead (sequence-engine.h): one
+// persistent thread that batches every running request into each llama_decode, locking the mutex step by step.
 #pragma once
 
 #include <napi.h>
@@ -15,6 +17,15 @@
 
 namespace llama_oci {
 
+class SequenceEngine;
+
+// Counters of llama_decode calls made for generation, readable from any thread (NativeContext.stats()).
+struct DecodeStats {
+  std::atomic<uint64_t> calls{0};
+  std::atomic<uint64_t> tokens{0};
+  std::atomic<uint32_t> maxSequences{0};  // the most sequences one llama_decode call carried
+};
+
 struct ContextHandle {
   ModelPtr model;
   llama_context* ctx = nullptr;
@@ -24,16 +35,23 @@ struct ContextHandle {
   uint32_t ubatchSize = 0;
   // False for models llama.cpp runs without a KV cache (BERT-like encoders): llama_decode then encodes instead.
   bool hasMemory = true;
+  // Sequences (llama_context_params.n_seq_max, unified KV cache when > 1).
+  uint32_t parallel = 1;
+  // The batched generation loop of a context with parallel > 1 (null otherwise).
+  std::unique_ptr<SequenceEngine> engine;
 
   std::mutex mutex;                    // held by a worker for its whole run
   std::vector<llama_token> cached;     // tokens in the KV cache at positions 0..n-1 (guarded by mutex)
   std::atomic<size_t> cachedCount{0};  // cached.size(), readable without the mutex
   std::atomic<bool> clearRequested{false};
   std::atomic<bool> disposed{false};
-  std::atomic<const StopFlags*> activeStop{nullptr};  // the running worker's flags, read by the abort callback
+  std::atomic<const StopFlags*> activeStop{nullptr};          // the running worker's flags, read by the abort callback
+  std::atomic<const DecodeAbortCheck*> activeCheck{nullptr};  // the sequence engine's, during its decodes
+  uint64_t memoryEpoch = 0;  // counts ClearMemory() calls, so the sequence engine notices them (guarded by mutex)
+  DecodeStats stats;
 
-  ContextHandle(ModelPtr model, llama_context* ctx, bool embeddings);
-  ~ContextHandle() { llama_free(ctx); }
+  ContextHandle(ModelPtr model, llama_context* ctx, bool embeddings, uint32_t parallel);
+  ~ContextHandle();
   ContextHandle(const ContextHandle&) = delete;
   ContextHandle& operator=(const ContextHandle&) = delete;
 
@@ -51,6 +69,13 @@ struct ContextHandle {
   void SetCached(size_t n) {
     cached.resize(n);
     cachedCount.store(n);
+  }
+  void RecordDecode(size_t tokens, uint32_t sequences) {
+    stats.calls.fetch_add(1, std::memory_order_relaxed);
+    stats.tokens.fetch_add(tokens, std::memory_order_relaxed);
+    uint32_t seen = stats.maxSequences.load(std::memory_order_relaxed);
+    while (sequences > seen && !stats.maxSequences.compare_exchange_weak(seen, sequences)) {
+    }
   }
 };
 
@@ -83,7 +108,8 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
 
   // Drops this object's share of the context (idempotent). With stopWorker (dispose(), environment teardown) a
   // worker running on it stops at its next check; when the object is merely garbage-collected it finishes its work.
-  void Release(bool stopWorker);
+  // waitForEngine (environment teardown) blocks until the context's sequence engine thread, if any, has ended.
+  void Release(bool stopWorker, bool waitForEngine = false);
 
  private:
   Napi::Value Generate(const Napi::CallbackInfo& info);
@@ -95,6 +121,8 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   Napi::Value BatchSize(const Napi::CallbackInfo& info);
   Napi::Value UbatchSize(const Napi::CallbackInfo& info);
   Napi::Value HasMemory(const Napi::CallbackInfo& info);
+  Napi::Value Parallel(const Napi::CallbackInfo& info);
+  Napi::Value Stats(const Napi::CallbackInfo& info);
   void Dispose(const Napi::CallbackInfo& info);
   Napi::Value Disposed(const Napi::CallbackInfo& info);
 
@@ -104,6 +132,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   uint32_t batchSize_ = 0;
   uint32_t ubatchSize_ = 0;
   bool hasMemory_ = true;
+  uint32_t parallel_ = 1;
 };
 
 // Loads of a context on a worker thread: NativeModel.createContext(options).

@@ -8,6 +8,7 @@
 
 #include "batch.h"
 #include "context.h"
+#include "generate-params.h"
 #include "js-args.h"
 #include "sampling.h"
 #include "stop-strings.h"
@@ -24,49 +25,18 @@ double MillisecondsSince(Clock::time_point start) {
   return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
 }
 
-std::string TokenPiece(const llama_vocab* vocab, llama_token token) {
-  std::string piece(32, '\0');
-  int32_t n = llama_token_to_piece(vocab, token, piece.data(), static_cast<int32_t>(piece.size()), 0, false);
-  if (n < 0) {
-    piece.resize(static_cast<size_t>(-n));
-    n = llama_token_to_piece(vocab, token, piece.data(), static_cast<int32_t>(piece.size()), 0, false);
-  }
-  piece.resize(n < 0 ? 0 : static_cast<size_t>(n));
-  return piece;
-}
-
 class GenerateTask : public Task {
  public:
   GenerateTask(ContextPtr context, const Napi::Object& params) : context_(std::move(context)) {
-    Napi::Env env = params.Env();
-    prompt_ = TokensValue(params.Get("tokens"), "tokens");
-    maxTokens_ = IntField(params, "maxTokens", -1);
-    Napi::Value sampling = params.Get("sampling");
-    if (sampling.IsObject()) {
-      sampling_ = ReadSamplingOptions(sampling.As<Napi::Object>());
-    } else if (!sampling.IsUndefined() && !sampling.IsNull()) {
-      throw Napi::TypeError::New(env, "sampling must be an object");
-    }
-    Napi::Value stop = params.Get("stop");
-    if (stop.IsArray()) {
-      auto array = stop.As<Napi::Array>();
-      for (uint32_t i = 0; i < array.Length(); i++) {
-        Napi::Value item = array.Get(i);
-        if (!item.IsString()) throw Napi::TypeError::New(env, "stop must be an array of strings");
-        stops_.push_back(item.As<Napi::String>().Utf8Value());
-      }
-    } else if (!stop.IsUndefined() && !stop.IsNull()) {
-      throw Napi::TypeError::New(env, "stop must be an array of strings");
-    }
+    GenerateParams parsed = ReadGenerateParams(params);
+    prompt_ = std::move(parsed.prompt);
+    maxTokens_ = parsed.maxTokens;
+    sampling_ = std::move(parsed.sampling);
+    stops_ = std::move(parsed.stops);
     filter_ = StopStringFilter(stops_);
-    ignoreEos_ = BoolField(params, "ignoreEos", false);
-    stop_.user = AbortFlagWrap::From(params.Get("abort"), "abort");
-    Napi::Value onText = params.Get("onText");
-    if (onText.IsFunction()) {
-      onText_ = Napi::Persistent(onText.As<Napi::Function>());
-    } else if (!onText.IsUndefined() && !onText.IsNull()) {
-      throw Napi::TypeError::New(env, "onText must be a function");
-    }
+    ignoreEos_ = parsed.ignoreEos;
+    stop_.user = std::move(parsed.abort);
+    if (!parsed.onText.IsEmpty()) onText_ = Napi::Persistent(parsed.onText);
   }
 
  protected:
@@ -142,6 +112,7 @@ class GenerateTask : public Task {
         if (rc == 2) return false;
         throw std::runtime_error("cannot evaluate the prompt: " + DecodeError(rc));
       }
+      context.RecordDecode(n, 1);
       context.cached.insert(context.cached.end(), prompt_.begin() + pos, prompt_.begin() + pos + n);
       context.SetCached(context.cached.size());
       pos += n;
@@ -187,6 +158,7 @@ class GenerateTask : public Task {
         }
         throw std::runtime_error("cannot continue the generation: " + DecodeError(rc));
       }
+      context.RecordDecode(1, 1);
       context.cached.push_back(token);
       context.SetCached(context.cached.size());
     }

@@ -74,6 +74,8 @@ void Sampler::AcceptPrompt(llama_token token) {
   if (penalties_ != nullptr) llama_sampler_accept(penalties_, token);
 }
 
-llama_token Sampler::Sample(llama_context* ctx) { return llama_sampler_sample(chain_.get(), ctx, -1); }
+llama_token Sampler::Sample(llama_context* ctx, int32_t index) {
+  return llama_sampler_sample(chain_.get(), ctx, index);
+}
 
 }  // namespace llama_oci

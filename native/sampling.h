@@ -40,8 +40,9 @@ class Sampler {
 
   // Feeds a prompt token to the repetition penalties only (the grammar constrains the output, not the prompt).
   void AcceptPrompt(llama_token token);
-  // Samples from the logits of the last decoded token and records the choice in every sampler.
-  llama_token Sample(llama_context* ctx);
+  // Samples from the logits of the token at `index` of the last decoded batch (-1: its last output) and records the
+  // choice in every sampler.
+  llama_token Sample(llama_context* ctx, int32_t index = -1);
 
  private:
   std::unique_ptr<llama_sampler, SamplerDeleter> chain_;

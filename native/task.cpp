@@ -61,6 +61,8 @@ std::string Task::CurrentExceptionMessage() {
 }
 
 void Task::Main() {
+  // Counted as inside llama.cpp until it has handed its result over, so that exit() waits for it (abort.h).
+  BusyScope busy;
   // Nothing may escape a thread's function (that would terminate the process): every failure rejects the promise.
   try {
     Run();

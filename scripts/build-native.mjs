@@ -22,7 +22,7 @@ import { fileURLToPath } from "node:url";
 import { fetchLlamaCpp } from "./fetch-llama-cpp.mjs";
 import { addonPath, buildDir, packageRoot, requestedGpu } from "./native-config.mjs";
 
-export const TOOL_TARGETS = ["llama-completion", "llama-simple", "llama-bench", "llama-quantize"];
+export const TOOL_TARGETS = ["llama-completion", "llama-simple", "llama-bench", "llama-quantize", "llama-batched"];
 
 function main() {
   if (/^(1|true|yes)$/i.test(process.env.LLAMA_OCI_SKIP_NATIVE_BUILD ?? "")) {

@@ -5,6 +5,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
+import { isMainThread } from "node:worker_threads";
 import { LlamaOciError } from "../errors.js";
 import { applyLoggerTo } from "./logger.js";
 import { moduleDir } from "./module-dir.js";
@@ -54,6 +55,9 @@ export function getBinding(): NativeBinding {
     });
   }
   applyLoggerTo(loaded);
+  // process.exit() on the main thread runs C++ static destructors without tearing the environment down first: stop
+  // native workers before that. (Worker threads tear their environment down, which stops them.)
+  if (isMainThread && typeof loaded.prepareForExit === "function") process.once("exit", () => loaded.prepareForExit());
   binding = loaded;
   return loaded;
 }

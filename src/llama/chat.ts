@@ -1,7 +1,8 @@
 /**
  * ChatSession: a conversation with a model. Each turn formats the whole history with the model's chat template
  * and generates on the session's context; since the formatted history of the previous turns is already in the KV
- * cache, only the new message is evaluated.
+ * cache, only the new message is evaluated. On a parallel context (the default context of a model loaded with
+ * parallel > 1) a turn goes to the sequence that holds the conversation so far, as long as no other request needed it.
  */
 import { createCompletionStream, type CompletionResult, type CompletionStream } from "./completion.js";
 import type { LlamaContext } from "./context.js";
@@ -29,6 +30,11 @@ export interface ChatSessionOptions extends ContextOptions {
 
 const CHAT_TOKENIZE = { addSpecial: true, parseSpecial: true } as const;
 
+/** @internal How a model hands a chat a context it shares with others (a sequence of its parallel default context). */
+export interface ChatSessionInternals {
+  sharedContext?: () => Promise<LlamaContext>;
+}
+
 /** `Model` is the model the session talks to: LlamaModel for every session that model.createChat() returns. */
 export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<LlamaContext>> {
   readonly model: Model;
@@ -36,15 +42,19 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
   #history: ChatMessage[];
   #context: Promise<LlamaContext> | undefined;
   #ownsContext: boolean;
+  #sharedContext: (() => Promise<LlamaContext>) | undefined;
+  /** Stops this session's running turn on dispose() when the context is shared (an own context is disposed instead). */
+  #stopping = new AbortController();
   #queue = new TaskQueue();
   #disposing: Promise<void> | undefined;
 
   /** @internal Use model.createChat(). */
-  constructor(model: Model, options: ChatSessionOptions) {
+  constructor(model: Model, options: ChatSessionOptions, internals: ChatSessionInternals = {}) {
     this.model = model;
     this.#options = options;
     this.#history = initialHistory(options);
-    this.#ownsContext = options.context === undefined;
+    this.#sharedContext = options.context === undefined ? internals.sharedContext : undefined;
+    this.#ownsContext = options.context === undefined && this.#sharedContext === undefined;
     if (options.context) this.#context = Promise.resolve(options.context);
   }
 
@@ -76,7 +86,8 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
       const messages = [...this.#history, { role: "user", content: message }];
       const text = this.model.applyChatTemplate(messages, { addAssistantPrompt: true, template: this.#options.chatTemplate });
       const tokens = dropDoubleBos(await this.model.tokenize(text, CHAT_TOKENIZE), this.model.info.bosToken);
-      const result = await context.completeWithMeta(tokens, options);
+      const signal = this.#sharedContext ? anySignal(options.signal, this.#stopping.signal) : options.signal;
+      const result = await context.completeWithMeta(tokens, { ...options, signal });
       this.#history = [...messages, { role: "assistant", content: result.text }];
       return result;
     });
@@ -96,9 +107,13 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
     });
   }
 
-  /** Frees the session's own context (a context passed in options is left alone). Idempotent. */
+  /**
+   * Frees the session's own context (a context passed in options is left alone). On a model's shared parallel
+   * context, stops the session's running turn (it resolves with stopReason "abort"). Idempotent.
+   */
   dispose(): Promise<void> {
     this.#disposing ??= (async () => {
+      if (this.#sharedContext) this.#stopping.abort(new Error("the chat session was disposed"));
       const context = this.#context;
       if (this.#ownsContext && context) {
         const resolved = await context.catch(() => undefined);
@@ -119,9 +134,14 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
   }
 
   #getContext(): Promise<LlamaContext> {
+    if (!this.#context && this.#sharedContext) {
+      // The model's shared context: not ours to dispose, and created again by the model if its creation failed.
+      return this.#sharedContext();
+    }
     if (!this.#context) {
       const { systemPrompt, chatTemplate, history, context, ...contextOptions } = this.#options;
-      const promise = this.model.createContext(contextOptions);
+      // One conversation needs one sequence, whatever the model's default `parallel`.
+      const promise = this.model.createContext({ ...contextOptions, parallel: contextOptions.parallel ?? 1 });
       promise.catch(() => {
         if (this.#context === promise) this.#context = undefined;
       });
@@ -129,6 +149,10 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
     }
     return this.#context;
   }
+}
+
+function anySignal(signal: AbortSignal | undefined, other: AbortSignal): AbortSignal {
+  return signal ? AbortSignal.any([signal, other]) : other;
 }
 
 function initialHistory(options: Pick<ChatSessionOptions, "systemPrompt" | "history">): ChatMessage[] {

@@ -2,13 +2,17 @@
  * LlamaContext: one llama.cpp context (a KV cache) of a model. Requests on a context run one at a time in the order
  * they were made; the generation loop itself runs in native code on a worker thread, so the event loop stays free.
  * A new prompt that starts with tokens already in the KV cache reuses them instead of evaluating them again.
+ *
+ * A context created with `parallel: N` holds N sequences in one unified KV cache: up to N requests generate at once,
+ * batched by one native decode loop (one llama_decode per step for all of them), and later ones wait in call order
+ * for a free sequence. Each request goes to the idle sequence whose cache shares the longest prefix with its prompt.
  */
 import { isAbort, LlamaOciError } from "../errors.js";
 import { getBinding } from "./binding.js";
 import { embeddingProblem, generationProblem } from "./capabilities.js";
 import { createCompletionStream, toCompletionResult, type CompletionResult, type CompletionStream } from "./completion.js";
 import type { ModelHandle } from "./model-handle.js";
-import type { NativeBenchResult, NativeContext, NativeGenerateResult } from "./native-types.js";
+import type { NativeBenchResult, NativeContext, NativeContextStats, NativeGenerateResult } from "./native-types.js";
 import { disposedError, nativeError } from "./native-errors.js";
 import {
   invalid,
@@ -32,6 +36,8 @@ export interface BenchOptions {
 }
 
 const PROMPT_TOKENIZE = { addSpecial: true, parseSpecial: true } as const;
+/** Work that needs the whole context (every sequence): it waits for the requests before it, and runs alone. */
+const EXCLUSIVE = { exclusive: true } as const;
 
 /** Frees the native context of a wrapper that was garbage-collected without dispose(). */
 const registry = new FinalizationRegistry<{ native: NativeContext; owner: Set<NativeContext> }>(({ native, owner }) => {
@@ -48,7 +54,7 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
   readonly embeddings: boolean;
   #native: NativeContext;
   #owner: Set<NativeContext>;
-  #queue = new TaskQueue();
+  #queue: TaskQueue;
   #running = new Set<{ abort(): void }>();
   #disposing: Promise<void> | undefined;
 
@@ -58,6 +64,7 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
     this.#native = native;
     this.options = Object.freeze({ ...options });
     this.embeddings = embeddings;
+    this.#queue = new TaskQueue(options.parallel);
     this.#owner = owner;
     owner.add(native);
     registry.register(this, { native, owner }, this);
@@ -79,6 +86,30 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
 
   get disposed(): boolean {
     return this.#disposing !== undefined;
+  }
+
+  /** Sequences that generate at once (the `parallel` option; 1 = requests run one after the other). */
+  get parallel(): number {
+    return this.options.parallel;
+  }
+
+  /** Sequences busy with a request now (clear(), embed() and bench() take all of them while they run). */
+  get busySequences(): number {
+    return this.#queue.active;
+  }
+
+  /** Requests waiting for a free sequence, in call order. */
+  get queuedRequests(): number {
+    return this.#queue.waiting;
+  }
+
+  /**
+   * Counters of the native decode loop: llama_decode calls made for generation, the tokens they decoded, and the
+   * most sequences one call carried (more than 1 shows that concurrent requests were batched).
+   */
+  get decodeStats(): NativeContextStats {
+    this.#assertUsable();
+    return this.#native.stats();
   }
 
   /** Tokens currently held in the KV cache. */
@@ -171,7 +202,7 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
           throw nativeError(error, "INFERENCE", "embedding failed");
         }
       });
-    }, options.signal);
+    }, options.signal, EXCLUSIVE);
   }
 
   /**
@@ -196,20 +227,24 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
           throw nativeError(error, "INFERENCE", "benchmark failed");
         }
       });
-    }, options.signal);
+    }, options.signal, EXCLUSIVE);
   }
 
-  /** Forgets the KV cache (after queued requests finish). */
+  /** Forgets the KV cache, of every sequence (after queued requests finish). */
   async clear(): Promise<void> {
     this.#assertUsable();
-    await this.#queue.run(() => {
-      this.#assertUsable();
-      this.#native.clear();
-    });
+    await this.#queue.run(
+      () => {
+        this.#assertUsable();
+        this.#native.clear();
+      },
+      undefined,
+      EXCLUSIVE,
+    );
   }
 
   /**
-   * Frees the context. A running request is stopped (it resolves with stopReason "abort"); requests still waiting
+   * Frees the context. Running requests are stopped (they resolve with stopReason "abort"); requests still waiting
    * reject with code DISPOSED. Safe to call more than once; every call resolves when the context is freed.
    */
   dispose(): Promise<void> {

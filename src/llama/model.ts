@@ -1,6 +1,8 @@
 /**
  * LlamaModel: a loaded GGUF model. Completions, streams and chats run on contexts the model creates on demand (a
- * default one for complete()/generate(), one per chat, one for embeddings); dispose() frees them all.
+ * default one for complete()/generate(), one per chat, one for embeddings); dispose() frees them all. A model loaded
+ * with `parallel: N` gives its default context N sequences: concurrent completions are batched on it, and chats take
+ * a sequence of it instead of a context of their own.
  */
 import { stat } from "node:fs/promises";
 import { LlamaOciError } from "../errors.js";
@@ -90,11 +92,18 @@ export class LlamaModel implements ModelHandle<LlamaContext<LlamaModel>> {
     return this.#disposing !== undefined;
   }
 
-  /** A new context (KV cache) of this model; the model's contextOptions fill in what `options` leaves out. */
+  /**
+   * A new context (KV cache) of this model; the model's contextOptions fill in what `options` leaves out (`parallel`
+   * included, except for embedding contexts, which have one sequence).
+   */
   async createContext(options: CreateContextOptions = {}): Promise<LlamaContext<LlamaModel>> {
     this.#assertUsable();
     const { embeddings = false, ...rest } = options;
-    const resolved = resolveContextOptions({ ...this.contextOptions, ...definedOnly(rest) }, this.info.trainContextLength);
+    if (embeddings && rest.parallel !== undefined && rest.parallel !== 1) {
+      throw invalid("parallel sequences are for generation: an embedding context has parallel 1");
+    }
+    const merged = { ...this.contextOptions, ...definedOnly(rest) };
+    const resolved = resolveContextOptions(embeddings ? { ...merged, parallel: 1 } : merged, this.info.trainContextLength);
     const nativeOptions = toNativeContextOptions(resolved, { embeddings, pooling: embeddings ? this.#embeddingPooling() : undefined });
     let native: NativeContext;
     try {
@@ -112,6 +121,16 @@ export class LlamaModel implements ModelHandle<LlamaContext<LlamaModel>> {
     for (const ref of this.#contexts) if (ref.deref()?.disposed !== false) this.#contexts.delete(ref);
     this.#contexts.add(new WeakRef(context));
     return context;
+  }
+
+  /**
+   * The model's default context, which complete(), generate() and completeWithMeta() use (and, on a model loaded
+   * with parallel > 1, chats): created with the model's contextOptions on first use. Its `parallel`,
+   * `busySequences` and `queuedRequests` tell how loaded the model is. Disposing it is the model's business.
+   */
+  defaultContext(): Promise<LlamaContext<LlamaModel>> {
+    this.#assertUsable();
+    return this.#getDefaultContext();
   }
 
   /** Completes `prompt` on the model's default context; see GenerationOptions for sampling and abort. */
@@ -135,10 +154,17 @@ export class LlamaModel implements ModelHandle<LlamaContext<LlamaModel>> {
     );
   }
 
-  /** A multi-turn chat formatted with the model's chat template, on a context of its own unless one is given. */
+  /**
+   * A multi-turn chat formatted with the model's chat template, on a context of its own unless one is given. On a
+   * model loaded with parallel > 1, a chat without context options of its own generates on a sequence of the model's
+   * default context instead (batched with the other chats and completions).
+   */
   createChat(options: ChatSessionOptions = {}): ChatSession<LlamaModel> {
     this.#assertUsable();
     this.#assertCanGenerate();
+    if (options.context === undefined && this.contextOptions.parallel > 1 && !hasContextOptions(options)) {
+      return new ChatSession(this, options, { sharedContext: () => this.#getDefaultContext() });
+    }
     return new ChatSession(this, options);
   }
 
@@ -147,7 +173,7 @@ export class LlamaModel implements ModelHandle<LlamaContext<LlamaModel>> {
     this.#assertUsable();
     this.#embeddingContext ??= this.#createDefault(() => {
       const size = this.contextOptions.contextSize;
-      return this.createContext({ embeddings: true, batchSize: size, ubatchSize: size });
+      return this.createContext({ embeddings: true, batchSize: size, ubatchSize: size, parallel: 1 });
     }, "embeddings");
     return (await this.#embeddingContext).embed(text, options);
   }
@@ -268,6 +294,13 @@ export class LlamaModel implements ModelHandle<LlamaContext<LlamaModel>> {
     const key = `${this.info.architecture}.pooling_type`;
     return this.metadata[key] !== undefined ? "unspecified" : "mean";
   }
+}
+
+const CONTEXT_OPTION_KEYS = ["contextSize", "batchSize", "ubatchSize", "threads", "threadsBatch", "flashAttention", "parallel"] as const;
+
+/** Whether chat options ask for a context of their own making (any context option given). */
+function hasContextOptions(options: ChatSessionOptions): boolean {
+  return CONTEXT_OPTION_KEYS.some((key) => options[key] !== undefined);
 }
 
 function definedOnly<T extends object>(options: T): Partial<T> {

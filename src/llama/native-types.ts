@@ -83,6 +83,12 @@ export interface NativeContextOptions {
   threads: number;
   threadsBatch: number;
   flashAttention: "auto" | "on" | "off";
+  /**
+   * Sequences (llama.cpp's n_seq_max, 1..256). Above 1 the KV cache is unified (the sequences share contextSize
+   * cells) and generate() runs on the context's batched decode loop: one native thread, one llama_decode per step for
+   * every running request. Embedding contexts take 1. Default 1.
+   */
+  parallel?: number;
   /** Context used for embeddings (pooled output). */
   embeddings: boolean;
   /** Pooling for embeddings: "unspecified" lets the model decide. */
@@ -140,14 +146,35 @@ export interface NativeBenchResult {
   generateMs: number;
 }
 
+/** Counters of a context's llama_decode calls for generation, and of its batched decode loop. */
+export interface NativeContextStats {
+  /** llama_decode calls made by generate() (prompt chunks and generated tokens). */
+  decodeCalls: number;
+  /** Tokens those calls decoded. */
+  decodedTokens: number;
+  /** The most sequences (requests) one llama_decode call carried: above 1 only on a parallel context. */
+  maxSequencesPerDecode: number;
+  /** Requests generating on the batched loop now (0 for a context with parallel 1). */
+  activeSequences: number;
+  /** Requests handed to the loop that wait for a free sequence. */
+  pendingRequests: number;
+}
+
 export interface NativeContext {
+  /**
+   * With parallel > 1, concurrent calls run together on the context's decode loop (more than `parallel` wait in
+   * call order for a free sequence), each on the idle sequence whose cache shares the longest prefix with its prompt.
+   */
   generate(params: NativeGenerateParams): Promise<NativeGenerateResult>;
   /** Pooled (and, if normalize, L2-normalised) embedding of the tokens; needs a context created with embeddings. */
   embed(tokens: Int32Array, normalize: boolean, abort: NativeAbortFlag): Promise<Float32Array>;
   /** llama-bench's measurement: pp = nPrompt random tokens in batches, tg = nGen tokens one by one, KV cleared before each. */
   bench(nPrompt: number, nGen: number, abort: NativeAbortFlag): Promise<NativeBenchResult>;
-  /** Tokens currently held in the KV cache (sequence 0). */
+  /** Tokens currently held in the KV cache (sequence 0; with parallel > 1, all sequences together). */
   cachedTokenCount(): number;
+  stats(): NativeContextStats;
+  /** Sequences of the context (1 unless created with parallel). */
+  readonly parallel: number;
   /** Forget the KV cache. */
   clear(): void;
   readonly contextSize: number;
@@ -191,6 +218,12 @@ export interface NativeBinding {
   /** Routes llama.cpp's log to a JS function (null = silent); messages below minLevel are dropped in native code. */
   setLogger(callback: ((level: NativeLogLevel, text: string) => void) | null, minLevel: NativeLogLevel): void;
   createAbortFlag(): NativeAbortFlag;
+  /**
+   * The process is exiting (the main thread's process "exit" event): every native worker stops at its next check,
+   * and this waits (a few seconds at most) until none is inside llama.cpp any more, so that exit() never destroys
+   * llama.cpp's static state under a running llama_decode. Native work started afterwards stops at once.
+   */
+  prepareForExit(): void;
   /** Loads on a worker thread; onProgress(fraction 0..1) on the JS thread; abort stops the load (rejects). */
   loadModel(path: string, options: NativeModelOptions, onProgress: ((fraction: number) => void) | null, abort: NativeAbortFlag): Promise<NativeModel>;
 }

@@ -35,6 +35,12 @@ export interface ContextOptions {
   threadsBatch?: number;
   /** Flash attention (default "auto": on where the backend supports it). */
   flashAttention?: FlashAttention;
+  /**
+   * Sequences the context generates at once (default 1): concurrent requests are decoded together, one batch per
+   * step, instead of one after the other. The sequences share the context's `contextSize` cells (one unified KV
+   * cache), which must hold at least MIN_TOKENS_PER_SEQUENCE (64) tokens per sequence. An integer from 1 to 256.
+   */
+  parallel?: number;
 }
 
 export interface ModelOptions extends LoadModelOptions, ContextOptions {}
@@ -94,6 +100,10 @@ export const DEFAULT_CONTEXT_SIZE = 4096;
 /** ggml.h: GGML_MAX_N_THREADS. */
 export const MAX_THREADS = 512;
 export const DEFAULT_BATCH_SIZE = 512;
+/** llama.cpp's LLAMA_MAX_SEQ. */
+export const MAX_PARALLEL = 256;
+/** The least room in the KV cache each of a context's parallel sequences must have: contextSize >= parallel * 64. */
+export const MIN_TOKENS_PER_SEQUENCE = 64;
 
 export function invalid(message: string, hint?: string): LlamaOciError {
   return new LlamaOciError("INVALID_ARGUMENT", message, { hint });
@@ -128,9 +138,12 @@ export function resolveContextOptions(options: ContextOptions, trainContextLengt
   // ggml's CPU backend has room for GGML_MAX_N_THREADS (512) threads.
   checkNumber("threads", options.threads, 1, { integer: true, max: MAX_THREADS });
   checkNumber("threadsBatch", options.threadsBatch, 1, { integer: true, max: MAX_THREADS });
+  checkNumber("parallel", options.parallel, 1, { integer: true, max: MAX_PARALLEL });
   const contextSize = options.contextSize ?? (trainContextLength > 0 ? Math.min(trainContextLength, DEFAULT_CONTEXT_SIZE) : DEFAULT_CONTEXT_SIZE);
   const batchSize = Math.min(options.batchSize ?? DEFAULT_BATCH_SIZE, contextSize);
   const threads = options.threads ?? defaultThreads();
+  const parallel = options.parallel ?? 1;
+  if (parallel > 1) checkParallel(parallel, contextSize, batchSize, options.contextSize !== undefined);
   return {
     contextSize,
     batchSize,
@@ -138,7 +151,26 @@ export function resolveContextOptions(options: ContextOptions, trainContextLengt
     threads,
     threadsBatch: options.threadsBatch ?? threads,
     flashAttention: options.flashAttention ?? "auto",
+    parallel,
   };
+}
+
+/**
+ * The sequences of a parallel context share its cells: each must have room for a prompt and an answer when all are
+ * busy (at least MIN_TOKENS_PER_SEQUENCE), and every step decodes a token of each, so the batch holds them all.
+ */
+function checkParallel(parallel: number, contextSize: number, batchSize: number, sizeGiven: boolean): void {
+  const needed = parallel * MIN_TOKENS_PER_SEQUENCE;
+  if (contextSize < needed) {
+    throw invalid(
+      `a context of ${contextSize} tokens is too small for ${parallel} parallel sequences: the sequences share the context, ` +
+        `which must hold at least ${MIN_TOKENS_PER_SEQUENCE} tokens per sequence (contextSize >= parallel * ${MIN_TOKENS_PER_SEQUENCE} = ${needed})`,
+      sizeGiven ? `use contextSize >= ${needed} or fewer sequences` : `pass contextSize >= ${needed} (the default is the model's training context, at most ${DEFAULT_CONTEXT_SIZE})`,
+    );
+  }
+  if (batchSize < parallel) {
+    throw invalid(`batchSize (${batchSize}) must be at least parallel (${parallel}): each step decodes one token of every sequence`);
+  }
 }
 
 export function toNativeContextOptions(
@@ -153,6 +185,7 @@ export function toNativeContextOptions(
     threads: options.threads,
     threadsBatch: options.threadsBatch,
     flashAttention: fa === true ? "on" : fa === false ? "off" : fa,
+    parallel: options.parallel,
     embeddings: purpose.embeddings,
     pooling: purpose.pooling ?? "unspecified",
   };
