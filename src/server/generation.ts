@@ -5,6 +5,7 @@
 import { LlamaOciError } from "../errors.js";
 import type { ChatMessage } from "../llama/chat.js";
 import type { CompletionResult, StopReason } from "../llama/completion.js";
+import type { ModelDefaults } from "../oci/model/index.js";
 import { badRequest, HttpError, oneLine } from "./http-errors.js";
 import type { ServerMetrics } from "./metrics.js";
 import type { LoadedModel } from "./models.js";
@@ -16,7 +17,7 @@ const PROMPT_TOKENIZE = { addSpecial: true, parseSpecial: true } as const;
 export async function chatPrompt(loaded: LoadedModel, messages: ChatMessage[], param = "messages"): Promise<Int32Array> {
   let text: string;
   try {
-    text = loaded.model.applyChatTemplate(messages, { addAssistantPrompt: true, template: loaded.chatTemplate });
+    text = loaded.model.applyChatTemplate(withSystemPrompt(messages, loaded.pull?.systemPrompt), { addAssistantPrompt: true, template: loaded.chatTemplate });
   } catch (error) {
     throw badRequest(`the model's chat template cannot format these messages: ${oneLine(error)}`, param);
   }
@@ -108,6 +109,24 @@ export function finishReason(reason: StopReason): "stop" | "length" {
   return reason === "maxTokens" || reason === "contextFull" ? "length" : "stop";
 }
 
+const DEFAULTED = ["temperature", "topK", "topP", "minP", "repeatPenalty", "repeatLastN", "presencePenalty", "frequencyPenalty", "seed", "stop"] as const;
+
+/** The generation defaults the artifact ships (Ollama's params layer) under what the request asked for. */
+export function withArtifactDefaults(options: RunOptions, defaults: ModelDefaults | undefined): RunOptions {
+  if (!defaults) return options;
+  const merged: RunOptions = { ...options };
+  for (const key of DEFAULTED) {
+    if (merged[key] === undefined && defaults[key] !== undefined) (merged as Record<string, unknown>)[key] = defaults[key];
+  }
+  return merged;
+}
+
+/** The artifact's default system prompt (Ollama's system layer) first, when the conversation brings none. */
+export function withSystemPrompt(messages: ChatMessage[], systemPrompt: string | undefined): ChatMessage[] {
+  if (systemPrompt === undefined || systemPrompt === "" || messages.some((m) => m.role === "system")) return messages;
+  return [{ role: "system", content: systemPrompt }, ...messages];
+}
+
 export interface RunHooks {
   /** The client's connection: aborting stops the generation (or leaves the queue) and frees the sequence. */
   signal: AbortSignal;
@@ -126,7 +145,7 @@ export async function runGeneration(loaded: LoadedModel, tokens: Int32Array, opt
   const maxTokens = options.maxTokens === undefined || options.maxTokens > contextSize ? contextSize : options.maxTokens;
   try {
     result = await loaded.runner.run(tokens, {
-      ...options,
+      ...withArtifactDefaults(options, loaded.pull?.defaults),
       maxTokens,
       signal: hooks.signal,
       onTextChunk: (text) => {

@@ -271,7 +271,8 @@ export class ModelManager {
         if (this.#closing.signal.aborted) throw new HttpError(503, "the server is shutting down", { code: "shutting_down" });
         const o = this.#options;
         const contextOptions: ContextOptions = {
-          contextSize: o.contextSize,
+          // The artifact's own context size (Ollama's num_ctx) when -c does not say.
+          contextSize: o.contextSize ?? resolved.pull?.defaults?.contextSize,
           batchSize: o.batchSize,
           threads: o.threads,
           flashAttention: o.flashAttention,
