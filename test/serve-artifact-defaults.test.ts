@@ -4,6 +4,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, test } from "vitest";
+import { llama } from "../src/index.js";
 import { pushArtifact } from "./helpers/push.js";
 import { startRegistry, type RegistryHandle } from "./helpers/registry.js";
 import { SERVE_CHAT_TEMPLATE, serveEnv, startServe, type ServeProcess } from "./helpers/serve.js";
@@ -68,4 +69,30 @@ test("num_ctx from the params layer sizes each sequence", async () => {
   const long = await chat([{ role: "user", content: "word ".repeat(400) }]);
   expect(long.status).toBe(400);
   expect((long.body.error as { message: string }).message).toMatch(/but the context holds 200/);
+});
+
+test("llama.fromDocker() takes the same defaults: context size, sampling under the call's own options, the chat's system prompt", async () => {
+  const cacheDir = join(workDir, "lib-cache");
+  const model = await llama.fromDocker(reference, { cacheDir, gpuLayers: 0 });
+  try {
+    expect(model.contextOptions.contextSize).toBe(200);
+    expect(model.generationDefaults).toEqual({ temperature: 0, topK: 1 });
+    expect(model.systemPrompt).toBe(SYSTEM);
+    const chat = model.createChat();
+    expect(chat.history).toEqual([{ role: "system", content: SYSTEM }]);
+    // temperature 0 from the artifact: greedy, so the same text twice; a call's own temperature still wins.
+    const a = await model.complete("Once upon a time", { maxTokens: 8 });
+    const b = await model.complete("Once upon a time", { maxTokens: 8 });
+    expect(a).toBe(b);
+    await chat.dispose();
+  } finally {
+    await model.dispose();
+  }
+  const own = await llama.fromDocker(reference, { cacheDir, gpuLayers: 0, contextSize: 256 });
+  try {
+    expect(own.contextOptions.contextSize).toBe(256);
+    expect(own.createChat({ systemPrompt: "Mine." }).history).toEqual([{ role: "system", content: "Mine." }]);
+  } finally {
+    await own.dispose();
+  }
 });

@@ -51,8 +51,9 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
   /** @internal Use model.createChat(). */
   constructor(model: Model, options: ChatSessionOptions, internals: ChatSessionInternals = {}) {
     this.model = model;
-    this.#options = options;
-    this.#history = initialHistory(options);
+    // The model's own system prompt (an artifact's) when the session is given none.
+    this.#options = options.systemPrompt === undefined && model.systemPrompt !== undefined ? { ...options, systemPrompt: model.systemPrompt } : options;
+    this.#history = initialHistory(this.#options);
     this.#sharedContext = options.context === undefined ? internals.sharedContext : undefined;
     this.#ownsContext = options.context === undefined && this.#sharedContext === undefined;
     if (options.context) this.#context = Promise.resolve(options.context);

@@ -124,8 +124,9 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
   }
 
   /** Like complete(), with the stop reason, generated tokens and timings. */
-  async completeWithMeta(prompt: string | Int32Array, options: GenerationOptions = {}): Promise<CompletionResult> {
+  async completeWithMeta(prompt: string | Int32Array, callOptions: GenerationOptions = {}): Promise<CompletionResult> {
     this.#assertUsable();
+    const options = withDefaults(this.model.generationDefaults, callOptions);
     if (this.embeddings) throw invalid("this context was created for embeddings and cannot generate text");
     this.#assertCanGenerate();
     const grammar = this.model.grammarFor(options);
@@ -156,7 +157,7 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
           };
           let result: NativeGenerateResult;
           try {
-            result = await this.#native.generate({ tokens, maxTokens, sampling, stop, ignoreEos: false, abort, onText });
+            result = await this.#native.generate({ tokens, maxTokens, sampling, stop, ignoreEos: options.ignoreEos === true, abort, onText });
           } catch (error) {
             if (callbackError) throw callbackError.error;
             throw nativeError(error, "INFERENCE", "generation failed");
@@ -316,4 +317,11 @@ function abortedResult(promptTokens: number): CompletionResult {
       generatedTokensPerSecond: 0,
     },
   };
+}
+
+/** `defaults` under what the call passed: an option the call leaves undefined takes the default. */
+function withDefaults(defaults: Readonly<GenerationOptions>, options: GenerationOptions): GenerationOptions {
+  const merged: GenerationOptions = { ...defaults };
+  for (const [key, value] of Object.entries(options)) if (value !== undefined) (merged as Record<string, unknown>)[key] = value;
+  return merged;
 }

@@ -10,6 +10,7 @@ import { setLlamaLogger, type LlamaLogger, type LlamaLogLevel } from "./logger.j
 import { loadModel, type LlamaModel } from "./model.js";
 import type { NativeSystemInfo } from "./native-types.js";
 import type { ModelOptions } from "./options.js";
+import type { LlamaServer, ServeOptions } from "../server/index.js";
 
 /** pull() options (onProgress, cacheDir, credentials, ...) together with the model's load and context options. */
 export interface FromDockerOptions extends PullOptions, ModelOptions {
@@ -26,9 +27,19 @@ export const llama = {
   /** Pulls `reference` from its OCI registry (or the cache) with pull(), then loads it; the pull is `model.pull`. */
   async fromDocker(reference: string, options: FromDockerOptions = {}): Promise<LlamaModel> {
     const pulled = await pull(reference, options);
-    const model = await loadModel(pulled.path, options);
+    const defaults = pulled.defaults ?? {};
+    // The artifact's own context size (Ollama's num_ctx) when the caller does not choose one.
+    const model = await loadModel(pulled.path, { ...options, contextSize: options.contextSize ?? defaults.contextSize });
     model.pull = pulled;
+    const { contextSize: _contextSize, ...generation } = defaults;
+    model.generationDefaults = generation;
+    if (pulled.systemPrompt !== undefined) model.systemPrompt = pulled.systemPrompt;
     return model;
+  },
+
+  /** Starts `llama-oci serve` in this process (see ServeOptions); the server code loads on this first call. */
+  async serve(options: ServeOptions = {}): Promise<LlamaServer> {
+    return (await import("../server/index.js")).serve(options);
   },
 
   /** Backends, devices and CPU features of the loaded addon (loads it if needed). */

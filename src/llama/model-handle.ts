@@ -9,6 +9,10 @@ import type { ContextOptions, GenerationOptions } from "./options.js";
 export interface ModelHandle<Context = unknown> {
   readonly info: NativeModelInfo;
   readonly disposed: boolean;
+  /** Generation options every request on the model starts from (an artifact's own settings); its options win. */
+  readonly generationDefaults: Readonly<GenerationOptions>;
+  /** The system prompt a chat starts with when it is given none (an artifact's own). */
+  readonly systemPrompt?: string;
   tokenize(text: string, options: { addSpecial: boolean; parseSpecial: boolean }): Promise<Int32Array>;
   /** The grammar a request asks for, from `grammar` or `jsonSchema`. */
   grammarFor(options: Pick<GenerationOptions, "grammar" | "jsonSchema">): string | null;

@@ -60,6 +60,13 @@ export class LlamaModel implements ModelHandle<LlamaContext<LlamaModel>> {
   readonly contextOptions: Readonly<Required<ContextOptions>>;
   /** The pull that produced the file, when the model came from llama.fromDocker(). */
   pull?: PullResult;
+  /**
+   * Generation options every complete(), generate() and chat turn starts from; what a call passes wins. Set by
+   * llama.fromDocker() from the artifact's own settings (Ollama's params layer); empty otherwise.
+   */
+  generationDefaults: Readonly<GenerationOptions> = {};
+  /** The system prompt chats start with when given none; fromDocker() sets it from the artifact (Ollama's system layer). */
+  systemPrompt?: string;
   #native: NativeModel;
   #nativeContexts = new Set<NativeContext>();
   #contexts = new Set<WeakRef<LlamaContext<LlamaModel>>>();

@@ -75,6 +75,8 @@ export interface GenerationOptions extends SamplingOptions {
   grammar?: string;
   /** Constrain the output to JSON matching this JSON schema (converted to a grammar by llama.cpp). */
   jsonSchema?: object;
+  /** Keep generating past end-of-generation tokens until maxTokens (benchmarks; llama-server's ignore_eos). */
+  ignoreEos?: boolean;
   /**
    * Stops generation between tokens and interrupts prompt evaluation. An aborted request does not reject: it
    * resolves with the text generated so far and stopReason "abort" (also when it was still waiting its turn).

@@ -7,7 +7,7 @@
 import { readFile, stat } from "node:fs/promises";
 import { basename, resolve as resolvePath } from "node:path";
 import { LlamaOciError } from "../errors.js";
-import { llama } from "../llama/llama.js";
+import { loadModel } from "../llama/model.js";
 import type { LlamaModel } from "../llama/model.js";
 import type { ContextOptions, ModelOptions } from "../llama/options.js";
 import { familiarReference, formatReference, parseReference } from "../oci/name/index.js";
@@ -278,7 +278,7 @@ export class ModelManager {
           flashAttention: o.flashAttention,
         };
         const loadOptions: ModelOptions = { ...contextOptions, gpuLayers: o.gpuLayers, useMmap: o.useMmap };
-        const model = await llama.loadModel(resolved.path, loadOptions);
+        const model = await loadModel(resolved.path, loadOptions);
         if (resolved.pull) model.pull = resolved.pull;
         const chatTemplate = await readChatTemplate(resolved.pull?.chatTemplatePath);
         const entry: Entry = {

@@ -1,8 +1,7 @@
 /**
  * The sequence runner of a loaded model: `parallel` sequences that generate at the same time, a bounded queue in
- * front of them, and the per-model counts that /metrics and /api/ps show. Admission (slots and queue) is here; what
- * a sequence is (today one LlamaContext each) lives in sequences.ts, which is the one file to change for a native
- * multi-sequence context.
+ * front of them, and the per-model counts that /metrics and /api/ps show. Admission (slots and queue) is here; the
+ * sequences themselves (one batched context of the model) are sequences.ts's.
  */
 import type { CompletionResult } from "../llama/completion.js";
 import type { LlamaModel } from "../llama/model.js";
@@ -13,11 +12,6 @@ import { createSequenceBackend, type SequenceBackend } from "./sequences.js";
 export { QueueFullError } from "./admission.js";
 
 export interface RunOptions extends GenerationOptions {
-  /**
-   * Keep generating past end-of-generation tokens (llama-server's ignore_eos). Passed through to the context; it
-   * takes effect where LlamaContext forwards it to the native generate call.
-   */
-  ignoreEos?: boolean;
   /** Called synchronously when the request got a sequence or a place in the queue (not when it was refused). */
   onAdmitted?: () => void;
   /** Called when the request's sequence starts working on it. */
