@@ -1,17 +1,20 @@
 // `llama-oci run`, `chat` and `bench` as a user runs them: separate processes (bin/llama-oci.js over dist/) with
 // the real addon, a tiny GGUF pushed to a real docker-registry, HOME and LLAMA_CACHE in temp dirs. The expected
 // text comes from the library in this process (greedy decoding is deterministic), so the CLI must print exactly it.
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { promisify } from "node:util";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { llama } from "../src/index.js";
 import { dockerV01 } from "./helpers/artifacts.js";
-import { cliEnv, CLI_PATH, describeRun, lines, runCli, spawnCli, type CliResult } from "./helpers/cli.js";
+import { cliEnv, CLI_PATH, describeRun, lines, ROOT_DIR, runCli, spawnCli, type CliResult } from "./helpers/cli.js";
 import { pushArtifact } from "./helpers/push.js";
 import { startRegistry, type RegistryHandle } from "./helpers/registry.js";
 import { DEFAULT_TINY_VOCAB as VOCAB, makeTinyLlama } from "./helpers/tiny-model.js";
 import { makeTempDir, removeDir } from "./helpers/tmp.js";
+
+const exec = promisify(execFile);
 
 const CHAT_TEMPLATE =
   "{% for message in messages %}{{ '<|' + message['role'] + '|>\\n' + message['content'] + '</s>\\n' }}{% endfor %}" +
@@ -166,9 +169,9 @@ describe("bench", () => {
     const run = await runCli(["bench", "-m", modelPath, "-p", "32", "-n", "8", "-r", "2", "-t", "2", "--json"], { env: env() });
     expect(run.exitCode, describeRun(run)).toBe(0);
     const records = JSON.parse(run.stdout) as Record<string, unknown>[];
-    expect(records.map((r) => [r.test, r.n_prompt, r.n_gen])).toEqual([
-      ["pp32", 32, 0],
-      ["tg8", 0, 8],
+    expect(records.map((r) => [r.n_prompt, r.n_gen])).toEqual([
+      [32, 0],
+      [0, 8],
     ]);
     for (const record of records) {
       expect(record.n_threads).toBe(2);
@@ -179,6 +182,47 @@ describe("bench", () => {
       const samples = record.samples_ts as number[];
       expect(record.avg_ts).toBeCloseTo((samples[0]! + samples[1]!) / 2, 6);
     }
+  });
+
+  test("the same grid through llama-bench gives the same rows and the same field names, in every output format", async () => {
+    const grid = ["-p", "8", "-n", "4", "-pg", "8,2", "-t", "1,2", "-b", "2048,64", "-fa", "off", "-r", "1"];
+    const llamaBench = join(ROOT_DIR, "build", "bin", "llama-bench");
+    const theirs = async (format: string) => (await exec(llamaBench, ["-m", modelPath, ...grid, "-o", format], { maxBuffer: 16 << 20 })).stdout;
+    const ours = async (format: string) => {
+      const run = await runCli(["bench", "-m", modelPath, ...grid, "-o", format], { env: env() });
+      expect(run.exitCode, describeRun(run)).toBe(0);
+      return run.stdout;
+    };
+    const key = (r: Record<string, unknown>) => [r.n_prompt, r.n_gen, r.n_threads, r.n_batch, r.n_ubatch, r.flash_attn, r.n_gpu_layers].join("/");
+
+    const theirJson = JSON.parse(await theirs("json")) as Record<string, unknown>[];
+    const ourJson = JSON.parse(await ours("json")) as Record<string, unknown>[];
+    expect(ourJson.map(key)).toEqual(theirJson.map(key));
+    expect(ourJson).toHaveLength(2 * 2 * 3);
+    for (const [i, record] of ourJson.entries()) {
+      expect(Object.keys(record)).toEqual(Object.keys(theirJson[i]!));
+      for (const [field, value] of Object.entries(record)) expect(typeof value, field).toBe(typeof theirJson[i]![field]);
+    }
+
+    const theirLines = (await theirs("jsonl")).trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+    const ourLines = (await ours("jsonl")).trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(ourLines.map(key)).toEqual(theirLines.map(key));
+    expect(Object.keys(ourLines[0]!)).toEqual(Object.keys(theirLines[0]!));
+
+    const theirCsv = (await theirs("csv")).trim().split("\n");
+    const ourCsv = (await ours("csv")).trim().split("\n");
+    expect(ourCsv[0]).toBe(theirCsv[0]);
+    expect(ourCsv).toHaveLength(theirCsv.length);
+
+    // The table: the same columns (chosen by the same rules) and the same test column, row by row.
+    const table = (text: string) => text.split("\n").filter((l) => l.startsWith("|"));
+    const theirTable = table(await theirs("md"));
+    const ourTable = table(await ours("md"));
+    expect(ourTable[0]).toBe(theirTable[0]);
+    expect(ourTable[1]).toBe(theirTable[1]);
+    const cells = (row: string) => row.split("|").slice(1, -1).map((c) => c.trim());
+    const testColumn = cells(theirTable[0]!).indexOf("test");
+    expect(ourTable.slice(2).map((row) => cells(row).slice(3, testColumn + 1))).toEqual(theirTable.slice(2).map((row) => cells(row).slice(3, testColumn + 1)));
   });
 
   test("prints llama-bench's markdown table", async () => {

@@ -49,6 +49,7 @@ export const LLAMA_ALIASES: Record<string, string> = {
   "--temperature": "temp",
   "--max-tokens": "n-predict",
   "-ub": "ubatch-size",
+  "-pg": "pg",
   "-sys": "system",
   "--system-prompt": "system",
 };
