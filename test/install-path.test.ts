@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { ROOT_DIR } from "./helpers/cli.js";
 import { makeTempDir, removeDir } from "./helpers/tmp.js";
 
-const SCRIPTS = ["build-native.mjs", "fetch-llama-cpp.mjs", "native-config.mjs"];
+const SCRIPTS = ["build-native.mjs", "fetch-llama-cpp.mjs", "native-config.mjs", "main-module.mjs"];
 const FOLDERS = ["with space", "per%41cent", "hash#1", "all of %20 #them"];
 
 let workDir: string;
