@@ -55,6 +55,7 @@ export type {
   SamplingOptions,
   GenerationOptions,
   FlashAttention,
+  LogitBias,
 } from "./llama/options.js";
 export type { LlamaLogger, LlamaLogLevel } from "./llama/logger.js";
 export {

@@ -15,6 +15,7 @@ import type { ModelHandle } from "./model-handle.js";
 import type { NativeBenchResult, NativeContext, NativeContextStats, NativeGenerateResult } from "./native-types.js";
 import { disposedError, nativeError } from "./native-errors.js";
 import {
+  checkLogitBias,
   invalid,
   resolveMaxTokens,
   toNativeSampling,
@@ -130,7 +131,9 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
     if (this.embeddings) throw invalid("this context was created for embeddings and cannot generate text");
     this.#assertCanGenerate();
     const grammar = this.model.grammarFor(options);
-    const sampling = toNativeSampling(options, grammar);
+    const bias = checkLogitBias(options.logitBias, this.model.info.vocabSize);
+    // Checks every option before anything is queued; the logit bias of text entries is filled in once tokenized.
+    let sampling = toNativeSampling(options, grammar);
     const maxTokens = resolveMaxTokens(options, this.contextSize);
     const stop = checkStop(options.stop);
     const { signal } = options;
@@ -142,6 +145,7 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
         const tokens = typeof prompt === "string" ? await this.model.tokenize(prompt, PROMPT_TOKENIZE) : prompt;
         promptTokens = tokens.length;
         this.#checkPromptFits(tokens);
+        if (bias.length > 0) sampling = { ...sampling, logitBias: await this.#logitBias(bias) };
         this.#assertUsable();
         if (signal?.aborted) return abortedResult(tokens.length);
         return this.#withAbort(signal, async (abort) => {
@@ -278,6 +282,19 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
     if (tokens.length >= this.contextSize) {
       throw invalid(`the prompt is ${tokens.length} tokens but the context holds ${this.contextSize}`, "use a larger contextSize or a shorter prompt");
     }
+  }
+
+  /** Logit biases by token id: a text entry gives the same bias to each of its tokens (as llama-server does). */
+  async #logitBias(entries: Array<[number | string, number]>): Promise<Array<[number, number]>> {
+    const out: Array<[number, number]> = [];
+    for (const [token, bias] of entries) {
+      if (typeof token === "number") {
+        out.push([token, bias]);
+        continue;
+      }
+      for (const id of await this.model.tokenize(token, { addSpecial: false, parseSpecial: false })) out.push([id, bias]);
+    }
+    return out;
   }
 
   /** Runs `work` with a fresh native abort flag tied to `signal` and to dispose(). */

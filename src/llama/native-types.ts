@@ -106,9 +106,35 @@ export interface NativeSamplingOptions {
   frequencyPenalty: number;
   presencePenalty: number;
   seed: number;
+  /** 1 = off. */
+  typicalP?: number;
+  /** 0 or less = off. */
+  topNSigma?: number;
+  /** 0 = off; a threshold above 0.5 is off too. */
+  xtcProbability?: number;
+  xtcThreshold?: number;
+  /** 0 = off. */
+  dryMultiplier?: number;
+  dryBase?: number;
+  dryAllowedLength?: number;
+  /** -1 = the whole context, 0 = off. */
+  dryPenaltyLastN?: number;
+  drySequenceBreakers?: string[];
+  /** 0 = off, 1 = Mirostat, 2 = Mirostat 2.0 (then only the logit bias and the temperature come before it). */
+  mirostat?: number;
+  mirostatTau?: number;
+  mirostatEta?: number;
+  /** [token, bias] pairs added to the logits first; -Infinity bans the token. */
+  logitBias?: Array<[number, number]>;
   /** GBNF grammar text (already converted from a JSON schema where needed) and its root rule. */
   grammar: string | null;
   grammarRoot: string;
+  /**
+   * Constrain every candidate with the grammar before the samplers run, instead of checking only the sampled token
+   * and constraining the whole vocabulary only when the grammar rejects it (common_sampler's lazy check, the
+   * default). Slower; the same tokens when greedy. For tests and benchmarks.
+   */
+  grammarFirst?: boolean;
 }
 
 export interface NativeGenerateParams {
