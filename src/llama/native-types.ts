@@ -73,6 +73,16 @@ export interface NativeModelInfo {
   causalAttention: boolean;
   /** The tokenizer llama.cpp uses: "spm", "bpe", "wpm", "ugm", "rwkv", "plamo2", or "none" for a model without one. */
   vocabType: "none" | "spm" | "bpe" | "wpm" | "ugm" | "rwkv" | "plamo2" | "unknown";
+  /** The separator token (-1 when the vocabulary has none). */
+  sepToken: number;
+  /** Whether tokenizing with addSpecial adds BOS, EOS and SEP (the vocabulary's add_*_token). */
+  addBosToken: boolean;
+  addEosToken: boolean;
+  addSepToken: boolean;
+  /** A reranker's own input format (tokenizer.chat_template.rerank, with {query} and {document}), if any. */
+  rerankTemplate: string | null;
+  /** Outputs of the classifier head (rank pooling): a reranker's score is the first. */
+  classifierOutputs: number;
 }
 
 export interface NativeContextOptions {

@@ -160,6 +160,27 @@ export const EMBEDDINGS_BODY = {
   },
 } as const;
 
+/** Jina's (and llama-server's) rerank body; `texts` instead of `documents` is Hugging Face TEI's. */
+export const RERANK_BODY = {
+  type: "object",
+  required: ["query"],
+  properties: {
+    model: { type: ["string", "null"], maxLength: 2048 },
+    query: { type: "string" },
+    documents: {
+      title: "an array of strings (or of { text } objects) or null",
+      anyOf: [
+        { type: "array", maxItems: 2048, items: { anyOf: [{ type: "string" }, { type: "object", required: ["text"], properties: { text: { type: "string" } } }] } },
+        { type: "null" },
+      ],
+    },
+    texts: { type: ["array", "null"], maxItems: 2048, items: { type: "string" } },
+    top_n: integer(0, INT32),
+    return_documents: boolean,
+    return_text: boolean,
+  },
+} as const;
+
 /** Ollama's `options`: the ones that change sampling are checked; the others (num_ctx, num_gpu, ...) are accepted and ignored. */
 const OLLAMA_OPTIONS = {
   type: ["object", "null"],
