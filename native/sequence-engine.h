@@ -99,7 +99,7 @@ class SequenceEngine : public DecodeAbortCheck {
   void SyncWithMemory();
   void ApplyClear();
   void Admit(std::unique_ptr<EngineJob> job);
-  EngineSlot& PickSlot(const std::vector<llama_token>& prompt);
+  EngineSlot& PickSlot(const std::vector<llama_token>& prompt, size_t cacheReuse);
   void DecodeStep();
   void Sample(EngineJob& job, int32_t index);
   void Emit(EngineJob& job, const std::string& piece);
@@ -110,6 +110,9 @@ class SequenceEngine : public DecodeAbortCheck {
   void Truncate(EngineSlot& slot, size_t n);
   void Evict(EngineSlot& slot);
   bool EvictIdle();
+  // Context shift of a generating request's sequence (half of its tokens after `keep` go); false if nothing went.
+  bool Shift(EngineJob& job);
+  bool ShiftLargest();
   size_t CachedTotal() const;
   EngineJob* Largest() const;
 

@@ -4,6 +4,7 @@
  * cache, only the new message is evaluated. On a parallel context (the default context of a model loaded with
  * parallel > 1) a turn goes to the sequence that holds the conversation so far, as long as no other request needed it.
  */
+import { chatWindow, CHAT_CACHE_REUSE } from "./chat-window.js";
 import { createCompletionStream, type CompletionResult, type CompletionStream } from "./completion.js";
 import type { LlamaContext } from "./context.js";
 import type { ModelHandle } from "./model-handle.js";
@@ -26,6 +27,12 @@ export interface ChatSessionOptions extends ContextOptions {
   history?: ChatMessage[];
   /** Generate on this context instead of one the session creates (and disposes) itself. */
   context?: LlamaContext;
+  /**
+   * When the conversation outgrows the context: drop its oldest turns (keeping the system prompt) so that the
+   * prompt leaves room for the answer, and shift the KV cache while answering, instead of refusing the message or
+   * stopping with "contextFull" (default true; a turn's `contextShift` option overrides it).
+   */
+  contextShift?: boolean;
 }
 
 const CHAT_TOKENIZE = { addSpecial: true, parseSpecial: true } as const;
@@ -47,6 +54,8 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
   #stopping = new AbortController();
   #queue = new TaskQueue();
   #disposing: Promise<void> | undefined;
+  /** Index in #history of the first message after the system prompt still in the model's context. */
+  #windowStart = 0;
 
   /** @internal Use model.createChat(). */
   constructor(model: Model, options: ChatSessionOptions, internals: ChatSessionInternals = {}) {
@@ -68,6 +77,12 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
     return this.#disposing !== undefined;
   }
 
+  /** Messages at the start of the history (after the system prompt) dropped from the model's context to make room. */
+  get droppedMessages(): number {
+    const system = this.#history[0]?.role === "system" ? 1 : 0;
+    return Math.max(0, this.#windowStart - system);
+  }
+
   /** Sends a user message and returns the assistant's answer (streamed through onTextChunk when given). */
   async send(message: string, options: GenerationOptions = {}): Promise<string> {
     return (await this.sendWithMeta(message, options)).text;
@@ -85,11 +100,18 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
       this.#assertUsable();
       const context = await this.#getContext();
       const messages = [...this.#history, { role: "user", content: message }];
-      const text = this.model.applyChatTemplate(messages, { addAssistantPrompt: true, template: this.#options.chatTemplate });
-      const tokens = dropDoubleBos(await this.model.tokenize(text, CHAT_TOKENIZE), this.model.info.bosToken);
+      const contextShift = options.contextShift ?? this.#options.contextShift ?? true;
+      const maxTokens = options.maxTokens ?? this.model.generationDefaults.maxTokens;
+      const format = async (list: ChatMessage[], addAssistantPrompt: boolean) => {
+        const text = this.model.applyChatTemplate(list, { addAssistantPrompt, template: this.#options.chatTemplate });
+        return dropDoubleBos(await this.model.tokenize(text, CHAT_TOKENIZE), this.model.info.bosToken);
+      };
+      const window = await chatWindow(messages, this.#windowStart, { format, contextSize: context.contextSize, contextShift, maxTokens });
       const signal = this.#sharedContext ? anySignal(options.signal, this.#stopping.signal) : options.signal;
-      const result = await context.completeWithMeta(tokens, { ...options, signal });
+      const shift = contextShift ? { cacheReuse: CHAT_CACHE_REUSE, keepTokens: window.keep } : {};
+      const result = await context.completeWithMeta(window.tokens, { ...shift, ...options, contextShift, signal });
       this.#history = [...messages, { role: "assistant", content: result.text }];
+      this.#windowStart = window.start;
       return result;
     });
   }
@@ -105,8 +127,10 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
     this.#assertUsable();
     await this.#queue.run(() => {
       this.#history = initialHistory({ ...this.#options, history });
+      this.#windowStart = 0;
     });
   }
+
 
   /**
    * Frees the session's own context (a context passed in options is left alone). On a model's shared parallel

@@ -136,6 +136,7 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
     let sampling = toNativeSampling(options, grammar);
     const maxTokens = resolveMaxTokens(options, this.contextSize);
     const stop = checkStop(options.stop);
+    checkShift(options);
     const { signal } = options;
     let promptTokens = typeof prompt === "string" ? 0 : prompt.length;
     try {
@@ -161,7 +162,18 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
           };
           let result: NativeGenerateResult;
           try {
-            result = await this.#native.generate({ tokens, maxTokens, sampling, stop, ignoreEos: options.ignoreEos === true, abort, onText });
+            result = await this.#native.generate({
+              tokens,
+              maxTokens,
+              sampling,
+              stop,
+              ignoreEos: options.ignoreEos === true,
+              contextShift: options.contextShift === true,
+              keep: options.keepTokens ?? 0,
+              cacheReuse: options.cacheReuse ?? 0,
+              abort,
+              onText,
+            });
           } catch (error) {
             if (callbackError) throw callbackError.error;
             throw nativeError(error, "INFERENCE", "generation failed");
@@ -313,6 +325,14 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
   }
 }
 
+function checkShift(options: GenerationOptions): void {
+  if (options.contextShift !== undefined && typeof options.contextShift !== "boolean") throw invalid("contextShift must be a boolean");
+  for (const key of ["keepTokens", "cacheReuse"] as const) {
+    const value = options[key];
+    if (value !== undefined && (!Number.isInteger(value) || value < 0)) throw invalid(`${key} must be an integer >= 0 (got ${String(value)})`);
+  }
+}
+
 function checkStop(stop: string[] | undefined): string[] {
   if (stop === undefined) return [];
   if (!Array.isArray(stop) || stop.some((s) => typeof s !== "string")) throw invalid("stop must be an array of strings");
@@ -332,6 +352,7 @@ function abortedResult(promptTokens: number): CompletionResult {
       generateMs: 0,
       promptTokensPerSecond: 0,
       generatedTokensPerSecond: 0,
+      discardedTokens: 0,
     },
   };
 }

@@ -155,6 +155,11 @@ export interface NativeGenerateParams {
   /** Generation stops when the text ends with one of these; the stop string is not included in the output. */
   stop: string[];
   ignoreEos: boolean;
+  /** When the context fills: discard half of the cached tokens after the first `keep` and go on (default false). */
+  contextShift?: boolean;
+  keep?: number;
+  /** Minimum chunk of the cache that is shifted into place for the prompt after its common prefix; 0 = off. */
+  cacheReuse?: number;
   abort: NativeAbortFlag;
   /** Called on the JS thread with text pieces, each a whole UTF-8 sequence (never a split character). */
   onText: (text: string) => void;
@@ -173,6 +178,8 @@ export interface NativeGenerateResult {
   generatedTokens: number;
   promptMs: number;
   generateMs: number;
+  /** Tokens context shifts dropped from the KV cache during this generation. */
+  discardedTokens: number;
 }
 
 export interface NativeBenchResult {

@@ -110,6 +110,21 @@ export interface GenerationOptions extends SamplingOptions {
   /** Keep generating past end-of-generation tokens until maxTokens (benchmarks; llama-server's ignore_eos). */
   ignoreEos?: boolean;
   /**
+   * When the context fills while generating: drop half of the tokens after the first `keepTokens` from the KV cache
+   * and shift the rest down (llama-server's context shift), then go on, instead of stopping with stopReason
+   * "contextFull". Default false; chats default to true and keep their system prompt. Models whose memory cannot
+   * shift (recurrent ones) stop with "contextFull" as before.
+   */
+  contextShift?: boolean;
+  /** Tokens at the start of the prompt a context shift never drops (default 0; a leading BOS is always kept). */
+  keepTokens?: number;
+  /**
+   * Chunks of at least this many cached tokens that the prompt continues with after the part it shares with the
+   * cache are shifted into place instead of evaluated again (llama-server's cache_reuse). Default 0 = off; chats
+   * use 16, so that a conversation whose oldest turns were dropped still reuses the rest of its cache.
+   */
+  cacheReuse?: number;
+  /**
    * Stops generation between tokens and interrupts prompt evaluation. An aborted request does not reject: it
    * resolves with the text generated so far and stopReason "abort" (also when it was still waiting its turn).
    */
