@@ -754,6 +754,58 @@ size_t SequenceEngine::CachedTotal() const {
   return total;
 }
 
+namespace {
+void RequireIdle(const SequenceEngine& engine) {
+  if (!engine.Idle()) throw std::runtime_error("the context is generating: save or restore a sequence when it is idle");
+}
+}  // namespace
+
+bool SequenceEngine::FindSequence(const std::vector<llama_token>& tokens, llama_seq_id* id,
+                                  std::vector<llama_token>* cached) {
+  RequireIdle(*this);
+  SyncWithMemory();
+  EngineSlot* best = nullptr;
+  size_t bestShared = 0;
+  for (EngineSlot& slot : slots_) {
+    const size_t shared = CommonPrefix(slot.cached, tokens);
+    if (shared > bestShared) {
+      best = &slot;
+      bestShared = shared;
+    }
+  }
+  if (best == nullptr) return false;
+  Truncate(*best, bestShared);
+  context_.cachedCount.store(CachedTotal());
+  if (best->cached.empty()) return false;
+  *id = best->id;
+  *cached = best->cached;
+  return true;
+}
+
+llama_seq_id SequenceEngine::ClaimSequence(size_t count) {
+  RequireIdle(*this);
+  SyncWithMemory();
+  EngineSlot* chosen = nullptr;
+  for (EngineSlot& slot : slots_) {
+    if (chosen == nullptr || (slot.cached.empty() && !chosen->cached.empty()) ||
+        (slot.cached.empty() == chosen->cached.empty() && slot.lastUsed < chosen->lastUsed)) {
+      chosen = &slot;
+    }
+  }
+  Evict(*chosen);
+  while (CachedTotal() + count > context_.contextSize && EvictIdle()) {
+  }
+  context_.cachedCount.store(CachedTotal());
+  return chosen->id;
+}
+
+void SequenceEngine::Restored(llama_seq_id id, std::vector<llama_token> tokens) {
+  EngineSlot& slot = slots_.at(static_cast<size_t>(id));
+  slot.cached = std::move(tokens);
+  slot.lastUsed = ++clock_;
+  context_.cachedCount.store(CachedTotal());
+}
+
 bool SequenceEngine::Shift(EngineJob& job) {
   EngineSlot& slot = *job.slot;
   const size_t keep = ShiftKeep(slot.cached, job.keep, context_.vocab());

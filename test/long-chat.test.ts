@@ -1,9 +1,11 @@
 // Long conversations, through real llama.cpp inference on a generated model: context shift while generating (the
 // parallel-1 worker equals llama-completion --context-shift token for token; the batched sequence engine shifts
-// too), and chats that outgrow their context dropping their oldest turns while keeping the system prompt and reusing
-// the rest of their KV cache.
+// too), chats that outgrow their context dropping their oldest turns while keeping the system prompt and reusing the
+// rest of their KV cache, and chat.save() / llama.restoreChat() continuing a conversation without evaluating it
+// again, refusing files of another model and truncated or corrupt ones with clear errors.
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
@@ -22,12 +24,16 @@ const PROMPT = "Once upon a time";
 
 let workDir: string;
 let modelPath: string;
+let otherPath: string;
 let model: LlamaModel;
 
 beforeAll(async () => {
   workDir = await makeTempDir("llama-oci-long-chat");
   modelPath = join(workDir, "tiny.gguf");
+  otherPath = join(workDir, "other.gguf");
   await makeTinyLlama(modelPath, { vocabFrom: DEFAULT_TINY_VOCAB, seed: 31, chatTemplate: CHAT_TEMPLATE, contextLength: 1024 });
+  // The same shape and metadata but other weights: only the file's bytes tell them apart.
+  await makeTinyLlama(otherPath, { vocabFrom: DEFAULT_TINY_VOCAB, seed: 32, chatTemplate: CHAT_TEMPLATE, contextLength: 1024 });
   model = await llama.loadModel(modelPath, { gpuLayers: 0, contextSize: 256, threads: 1, threadsBatch: 1 });
 });
 
@@ -181,5 +187,119 @@ describe("a chat that outgrows its context", () => {
     } finally {
       await chat.dispose();
     }
+  });
+});
+
+describe("chat.save() and llama.restoreChat()", () => {
+  const TURNS = ["Hi there!", "Tell me about llamas."];
+
+  async function chatWithTurns(on: LlamaModel = model): Promise<ChatSession<LlamaModel>> {
+    const chat = on.createChat({ systemPrompt: "You are terse." });
+    for (const message of TURNS) await chat.send(message, { ...GREEDY, maxTokens: 12 });
+    return chat;
+  }
+
+  test("a restored chat continues without evaluating the conversation again, exactly as the original would", async () => {
+    const path = join(workDir, "chat.llchat");
+    const original = await chatWithTurns();
+    await original.save(path);
+    const restored = await llama.restoreChat(model, path);
+    try {
+      expect(restored.history).toEqual(original.history);
+      const next = await original.sendWithMeta("And then?", { ...GREEDY, maxTokens: 12 });
+      const resumed = await restored.sendWithMeta("And then?", { ...GREEDY, maxTokens: 12 });
+      expect(resumed.text).toBe(next.text);
+      expect(resumed.timings.cachedTokens).toBe(next.timings.cachedTokens);
+      // All of the conversation so far came from the restored cache.
+      const before = await model.tokenize(model.applyChatTemplate(original.history.slice(0, 4)), { parseSpecial: true });
+      expect(resumed.timings.cachedTokens).toBeGreaterThanOrEqual(before.length);
+      expect(restored.history).toEqual(original.history);
+    } finally {
+      await original.dispose();
+      await restored.dispose();
+    }
+  });
+
+  test("between a parallel model's shared context and a context of its own, both ways", async () => {
+    const parallel = await llama.loadModel(modelPath, { gpuLayers: 0, contextSize: 512, parallel: 2, threads: 1 });
+    try {
+      const onShared = await chatWithTurns(parallel);
+      const fromShared = join(workDir, "shared.llchat");
+      await onShared.save(fromShared);
+      const own = await llama.restoreChat(model, fromShared);
+      const a = await own.sendWithMeta("And then?", { ...GREEDY, maxTokens: 8 });
+      expect(a.timings.cachedTokens).toBeGreaterThan(a.timings.promptTokens / 2);
+
+      const fromOwn = join(workDir, "own.llchat");
+      await own.save(fromOwn);
+      const back = await llama.restoreChat(parallel, fromOwn);
+      const b = await back.sendWithMeta("Goodbye", { ...GREEDY, maxTokens: 8 });
+      expect(b.timings.cachedTokens).toBeGreaterThan(b.timings.promptTokens / 2);
+      expect(back.history).toHaveLength(own.history.length + 2);
+      await Promise.all([onShared.dispose(), own.dispose(), back.dispose()]);
+    } finally {
+      await parallel.dispose();
+    }
+  });
+
+  test("a chat saved before its first turn restores its settings, with nothing cached", async () => {
+    const path = join(workDir, "empty.llchat");
+    const chat = model.createChat({ systemPrompt: "Be brief.", chatTemplate: CHAT_TEMPLATE });
+    await chat.save(path);
+    await chat.dispose();
+    const restored = await llama.restoreChat(model, path);
+    try {
+      expect(restored.history).toEqual([{ role: "system", content: "Be brief." }]);
+      const first = await restored.sendWithMeta("Hi", { ...GREEDY, maxTokens: 4 });
+      expect(first.timings.cachedTokens).toBe(0);
+    } finally {
+      await restored.dispose();
+    }
+  });
+
+  test("files of another model, truncated, corrupt or of another format are refused clearly, never a crash", async () => {
+    const path = join(workDir, "good.llchat");
+    const chat = await chatWithTurns();
+    await chat.save(path);
+    await chat.dispose();
+    const bytes = await readFile(path);
+
+    const other = await llama.loadModel(otherPath, { gpuLayers: 0, contextSize: 256, threads: 1 });
+    try {
+      await expectError(llama.restoreChat(other, path), "CHAT_FILE", /was saved with another model \(llama .+, \d+ bytes\), not llama .+ \(.*other\.gguf, \d+ bytes\)/);
+    } finally {
+      await other.dispose();
+    }
+
+    const write = async (name: string, content: Uint8Array) => {
+      const file = join(workDir, name);
+      await writeFile(file, content);
+      return file;
+    };
+    await expectError(llama.restoreChat(model, await write("truncated.llchat", bytes.subarray(0, bytes.length - 1000))), "CHAT_FILE", /truncated or corrupt \(its checksum does not match\)/);
+    await expectError(llama.restoreChat(model, await write("short.llchat", bytes.subarray(0, 20))), "CHAT_FILE", /truncated/);
+    const flipped = Buffer.from(bytes);
+    flipped[Math.floor(flipped.length / 2)]! ^= 0xff;
+    await expectError(llama.restoreChat(model, await write("flipped.llchat", flipped)), "CHAT_FILE", /truncated or corrupt/);
+    await expectError(llama.restoreChat(model, await write("other.bin", Buffer.from("GGUF and then some bytes"))), "CHAT_FILE", /not a chat saved by llama-oci/);
+    const newer = Buffer.from(bytes);
+    newer.writeUInt32LE(99, 8);
+    await expectError(llama.restoreChat(model, await write("newer.llchat", newer)), "CHAT_FILE", /saved in format version 99; this llama-oci reads version 1/);
+    await expectError(llama.restoreChat(model, join(workDir, "missing.llchat")), "NOT_FOUND", /saved chat not found/);
+
+    // A file whose checksum is right but whose KV state is garbage: llama.cpp refuses it, the process lives on.
+    const { createHash } = await import("node:crypto");
+    const content = Buffer.from(bytes.subarray(0, bytes.length - 32));
+    const headerSize = content.readUInt32LE(12);
+    const header = JSON.parse(content.subarray(16, 16 + headerSize).toString("utf8")) as { tokenCount: number; stateBytes: number };
+    const stateStart = 16 + headerSize + header.tokenCount * 4;
+    for (let i = stateStart + 8; i < content.length; i += 7) content[i] = (content[i]! * 31 + 7) & 0xff;
+    const forged = Buffer.concat([content, createHash("sha256").update(content).digest()]);
+    const forgedPath = await write("forged.llchat", forged);
+    const error = await llama.restoreChat(model, forgedPath).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(LlamaOciError);
+    expect((error as LlamaOciError).message).toMatch(/cannot restore the saved state|does not match its token record/);
+    // The model still works.
+    expect((await model.completeWithMeta(PROMPT, { ...GREEDY, maxTokens: 2 })).tokens.length).toBe(2);
   });
 });

@@ -4,10 +4,12 @@
  * cache, only the new message is evaluated. On a parallel context (the default context of a model loaded with
  * parallel > 1) a turn goes to the sequence that holds the conversation so far, as long as no other request needed it.
  */
+import { modelFingerprint, readChatFile, writeChatFile, type ChatFile } from "./chat-file.js";
 import { chatWindow, CHAT_CACHE_REUSE } from "./chat-window.js";
 import { createCompletionStream, type CompletionResult, type CompletionStream } from "./completion.js";
 import type { LlamaContext } from "./context.js";
 import type { ModelHandle } from "./model-handle.js";
+import { LlamaOciError } from "../errors.js";
 import { disposedError } from "./native-errors.js";
 import { invalid, type ContextOptions, type GenerationOptions } from "./options.js";
 import { TaskQueue } from "./queue.js";
@@ -56,6 +58,8 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
   #disposing: Promise<void> | undefined;
   /** Index in #history of the first message after the system prompt still in the model's context. */
   #windowStart = 0;
+  /** What the last turn left in its sequence of the KV cache: its prompt and the generated tokens. */
+  #lastTokens: Int32Array | undefined;
 
   /** @internal Use model.createChat(). */
   constructor(model: Model, options: ChatSessionOptions, internals: ChatSessionInternals = {}) {
@@ -112,6 +116,7 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
       const result = await context.completeWithMeta(window.tokens, { ...shift, ...options, contextShift, signal });
       this.#history = [...messages, { role: "assistant", content: result.text }];
       this.#windowStart = window.start;
+      this.#lastTokens = concatTokens(window.tokens, result.tokens);
       return result;
     });
   }
@@ -128,9 +133,55 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
     await this.#queue.run(() => {
       this.#history = initialHistory({ ...this.#options, history });
       this.#windowStart = 0;
+      this.#lastTokens = undefined;
     });
   }
 
+  /**
+   * Saves the conversation to `path` (written to a temporary file, then renamed): its history and settings, and
+   * its sequence of the KV cache with the tokens it holds, so that llama.restoreChat() continues it without
+   * evaluating the conversation again. Waits for a running turn to end. The file is tied to this model file.
+   */
+  async save(path: string): Promise<void> {
+    this.#assertUsable();
+    if (typeof path !== "string" || path === "") throw invalid("save() needs the path of the file to write");
+    await this.#queue.run(async () => {
+      this.#assertUsable();
+      const context = this.#lastTokens ? await this.#getContext() : undefined;
+      const snapshot = context && this.#lastTokens ? await context.saveSequence(this.#lastTokens) : undefined;
+      const model = this.model;
+      const fingerprint = await modelFingerprint(model.path, model.metadata, model.info.description, model.pull?.digest);
+      const { systemPrompt, chatTemplate, contextShift } = this.#options;
+      await writeChatFile(
+        path,
+        {
+          savedAt: new Date().toISOString(),
+          model: fingerprint,
+          history: this.history,
+          windowStart: this.#windowStart,
+          ...(systemPrompt === undefined ? {} : { systemPrompt }),
+          ...(chatTemplate === undefined ? {} : { chatTemplate }),
+          ...(contextShift === undefined ? {} : { contextShift }),
+          contextSize: context?.contextSize ?? 0,
+        },
+        snapshot?.tokens ?? new Int32Array(0),
+        snapshot?.state ?? new Uint8Array(0),
+      );
+    });
+  }
+
+  /** @internal llama.restoreChat(): puts a saved file's conversation and KV state into this new session. */
+  async restoreFrom(file: ChatFile): Promise<void> {
+    this.#assertUsable();
+    await this.#queue.run(async () => {
+      this.#history = file.header.history.map(({ role, content }) => ({ role, content }));
+      this.#windowStart = Math.min(file.header.windowStart, this.#history.length);
+      if (file.tokens.length === 0) return;
+      const context = await this.#getContext();
+      await context.restoreSequence(file.state, file.tokens);
+      this.#lastTokens = file.tokens;
+    });
+  }
 
   /**
    * Frees the session's own context (a context passed in options is left alone). On a model's shared parallel
@@ -174,6 +225,26 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
     }
     return this.#context;
   }
+}
+
+function concatTokens(a: Int32Array, b: Int32Array): Int32Array {
+  const out = new Int32Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+/** @internal llama.restoreChat(): reads the file and checks that it belongs to `model`. */
+export async function readChatFileFor(model: ModelHandle, path: string): Promise<ChatFile> {
+  const file = await readChatFile(path);
+  const own = await modelFingerprint(model.path, model.metadata, model.info.description);
+  const saved = file.header.model;
+  if (saved.fingerprint !== own.fingerprint) {
+    throw new LlamaOciError("CHAT_FILE", `${path} was saved with another model (${saved.description}, ${saved.sizeBytes} bytes), not ${own.description} (${model.path}, ${own.sizeBytes} bytes)`, {
+      hint: "restore it with the model it was saved with",
+    });
+  }
+  return file;
 }
 
 function anySignal(signal: AbortSignal | undefined, other: AbortSignal): AbortSignal {

@@ -12,7 +12,7 @@ import { getBinding } from "./binding.js";
 import { embeddingProblem, generationProblem } from "./capabilities.js";
 import { createCompletionStream, toCompletionResult, type CompletionResult, type CompletionStream } from "./completion.js";
 import type { ModelHandle } from "./model-handle.js";
-import type { NativeBenchResult, NativeContext, NativeContextStats, NativeGenerateResult } from "./native-types.js";
+import type { NativeBenchResult, NativeContext, NativeContextStats, NativeGenerateResult, NativeSequenceState } from "./native-types.js";
 import { disposedError, nativeError } from "./native-errors.js";
 import {
   checkLogitBias,
@@ -245,6 +245,43 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
         }
       });
     }, options.signal, EXCLUSIVE);
+  }
+
+  /**
+   * @internal The KV cache of the sequence that holds the longest prefix of `tokens` (ChatSession.save), taken when
+   * no request runs on the context.
+   */
+  async saveSequence(tokens: Int32Array): Promise<NativeSequenceState> {
+    this.#assertUsable();
+    return this.#queue.run(
+      async () => {
+        this.#assertUsable();
+        try {
+          return await this.#native.saveSequence(tokens);
+        } catch (error) {
+          throw nativeError(error, "INFERENCE", "could not save the sequence");
+        }
+      },
+      undefined,
+      EXCLUSIVE,
+    );
+  }
+
+  /** @internal Restores a saved sequence (llama.restoreChat); resolves with the tokens restored. */
+  async restoreSequence(state: Uint8Array, tokens: Int32Array): Promise<number> {
+    this.#assertUsable();
+    return this.#queue.run(
+      async () => {
+        this.#assertUsable();
+        try {
+          return await this.#native.restoreSequence(state, tokens);
+        } catch (error) {
+          throw nativeError(error, "INFERENCE", "could not restore the sequence");
+        }
+      },
+      undefined,
+      EXCLUSIVE,
+    );
   }
 
   /** Forgets the KV cache, of every sequence (after queued requests finish). */

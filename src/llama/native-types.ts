@@ -182,6 +182,13 @@ export interface NativeGenerateResult {
   discardedTokens: number;
 }
 
+/** One sequence's KV cache (llama_state_seq_get_data) and the tokens its cells hold. */
+export interface NativeSequenceState {
+  /** Empty when no sequence holds any of the tokens asked for. */
+  state: Uint8Array;
+  tokens: Int32Array;
+}
+
 export interface NativeBenchResult {
   /** Milliseconds to process nPrompt tokens in batches (0 when nPrompt is 0). */
   promptMs: number;
@@ -213,6 +220,17 @@ export interface NativeContext {
   embed(tokens: Int32Array, normalize: boolean, abort: NativeAbortFlag): Promise<Float32Array>;
   /** llama-bench's measurement: pp = nPrompt random tokens in batches, tg = nGen tokens one by one, KV cleared before each. */
   bench(nPrompt: number, nGen: number, abort: NativeAbortFlag): Promise<NativeBenchResult>;
+  /**
+   * The state of the sequence whose cache shares the longest prefix with `tokens` (sequence 0 with parallel 1): its
+   * KV cells and the tokens they hold. Runs when no request is generating.
+   */
+  saveSequence(tokens: Int32Array): Promise<NativeSequenceState>;
+  /**
+   * Puts a saved state into a sequence (sequence 0 with parallel 1, which is cleared first; else an idle one) and
+   * records its tokens, so a prompt that starts with them reuses it. Resolves with the number of tokens restored;
+   * rejects with llama.cpp's reason when the state does not fit this context. Runs when no request is generating.
+   */
+  restoreSequence(state: Uint8Array, tokens: Int32Array): Promise<number>;
   /** Tokens currently held in the KV cache (sequence 0; with parallel > 1, all sequences together). */
   cachedTokenCount(): number;
   stats(): NativeContextStats;
