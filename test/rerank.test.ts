@@ -65,20 +65,26 @@ async function llamaEmbeddingScores(path: string, pairs: [string, string][]): Pr
   }
   expect(existsSync(TOOL), `${TOOL} is missing: build it with cmake --build build --target llama-embedding`).toBe(true);
   const prompt = pairs.map(([q, d]) => `${q}\t${d}`).join("\n");
-  const { stdout } = await run(
-    TOOL,
-    // (a context of 64, the model's own, makes llama-embedding assert on its outputs buffer with 5 pairs at once)
-    ["-m", path, "-p", prompt, "--pooling", "rank", "--embd-normalize", "-1", "--embd-output-format", "array", "-c", "512", "-b", "512", "-ub", "512", "-t", "1", "-ngl", "0"],
-    { maxBuffer: 1 << 20 },
-  );
-  const array = /\[\[.*\]\]/s.exec(stdout);
-  expect(array, `llama-embedding printed no array: ${stdout.slice(0, 500)}`).not.toBeNull();
-  // Each row is n_embd values of which the first n_cls_out (1) are the scores; the tool prints the rest of its
-  // buffer too (uninitialised, even "-nan"), so only the first of each row is read.
-  return array![0]
-    .slice(2, -2)
-    .split("],[")
-    .map((row) => Number(row.split(",")[0]));
+  // llama-embedding prints through llama.cpp's asynchronous log and may exit before all of it is written (its
+  // output is then cut short, never different): it runs again until one whole array of `pairs.length` rows came.
+  let last = "";
+  for (let attempt = 0; attempt < 6; attempt++) {
+    const { stdout } = await run(
+      TOOL,
+      // (a context of 64, the model's own, makes llama-embedding assert on its outputs buffer with 5 pairs at once)
+      ["-m", path, "-p", prompt, "--pooling", "rank", "--embd-normalize", "-1", "--embd-output-format", "array", "-c", "512", "-b", "512", "-ub", "512", "-t", "1", "-ngl", "0"],
+      { maxBuffer: 1 << 20 },
+    );
+    last = stdout;
+    // Each row is n_embd values of which the first n_cls_out (1) are the scores; the tool prints the rest of its
+    // buffer too (uninitialised: huge numbers, "-nan"), so only the first value of each row is read.
+    const start = stdout.indexOf("[[");
+    const end = stdout.indexOf("]]", start);
+    if (start === -1 || end === -1) continue;
+    const rows = stdout.slice(start + 2, end).split(/\]\s*,\s*\[/);
+    if (rows.length === pairs.length) return rows.map((row) => Number(row.split(",")[0]!.trim()));
+  }
+  throw new Error(`llama-embedding printed no whole array of ${pairs.length} rows: ${last.slice(0, 500)}`);
 }
 
 describe("model.rerank()", () => {
