@@ -107,6 +107,8 @@ Napi::Function ContextWrap::Define(Napi::Env env) {
                          InstanceMethod<&ContextWrap::Generate>("generate"),
                          InstanceMethod<&ContextWrap::Embed>("embed"),
                          InstanceMethod<&ContextWrap::Bench>("bench"),
+                         InstanceMethod<&ContextWrap::SaveSequence>("saveSequence"),
+                         InstanceMethod<&ContextWrap::RestoreSequence>("restoreSequence"),
                          InstanceMethod<&ContextWrap::CachedTokenCount>("cachedTokenCount"),
                          InstanceMethod<&ContextWrap::Clear>("clear"),
                          InstanceAccessor<&ContextWrap::ContextSize>("contextSize"),
@@ -195,6 +197,32 @@ Napi::Value ContextWrap::Bench(const Napi::CallbackInfo& info) {
     const int32_t nGen = info[1].As<Napi::Number>().Int32Value();
     auto abort = AbortFlagWrap::From(info[2], "abort");
     return StartBench(env, handle_, nPrompt, nGen, std::move(abort));
+  } catch (...) {
+    return Task::RejectedWithCurrentException(env);
+  }
+}
+
+Napi::Value ContextWrap::SaveSequence(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!handle_) return Task::Rejected(env, kDisposed);
+  try {
+    return StartSaveSequence(env, handle_, TokensValue(info[0], "tokens"));
+  } catch (...) {
+    return Task::RejectedWithCurrentException(env);
+  }
+}
+
+Napi::Value ContextWrap::RestoreSequence(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!handle_) return Task::Rejected(env, kDisposed);
+  try {
+    if (info.Length() < 1 || !info[0].IsTypedArray() ||
+        info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+      throw Napi::TypeError::New(env, "state must be a Uint8Array");
+    }
+    auto bytes = info[0].As<Napi::Uint8Array>();
+    std::vector<uint8_t> state(bytes.Data(), bytes.Data() + bytes.ByteLength());
+    return StartRestoreSequence(env, handle_, std::move(state), TokensValue(info[1], "tokens"));
   } catch (...) {
     return Task::RejectedWithCurrentException(env);
   }

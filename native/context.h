@@ -115,6 +115,8 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   Napi::Value Generate(const Napi::CallbackInfo& info);
   Napi::Value Embed(const Napi::CallbackInfo& info);
   Napi::Value Bench(const Napi::CallbackInfo& info);
+  Napi::Value SaveSequence(const Napi::CallbackInfo& info);
+  Napi::Value RestoreSequence(const Napi::CallbackInfo& info);
   Napi::Value CachedTokenCount(const Napi::CallbackInfo& info);
   void Clear(const Napi::CallbackInfo& info);
   Napi::Value ContextSize(const Napi::CallbackInfo& info);
@@ -143,6 +145,9 @@ Napi::Promise StartGenerate(Napi::Env env, const ContextPtr& context, const Napi
 Napi::Promise StartEmbed(Napi::Env env, const ContextPtr& context, std::vector<llama_token> tokens, bool normalize,
                          AbortFlag abort);
 Napi::Promise StartBench(Napi::Env env, const ContextPtr& context, int32_t nPrompt, int32_t nGen, AbortFlag abort);
+Napi::Promise StartSaveSequence(Napi::Env env, const ContextPtr& context, std::vector<llama_token> tokens);
+Napi::Promise StartRestoreSequence(Napi::Env env, const ContextPtr& context, std::vector<uint8_t> state,
+                                   std::vector<llama_token> tokens);
 
 // Throws when a token is outside the vocabulary (llama_decode would assert on it).
 void CheckTokens(const llama_vocab* vocab, const std::vector<llama_token>& tokens);

@@ -1,5 +1,6 @@
 // NativeContext.embed: one pass over the tokens in an embeddings context, then the pooled vector of sequence 0
-// (or the last token's vector when the context does no pooling), optionally L2-normalised.
+// (or the last token's vector when the context does no pooling), optionally L2-normalised; with rank pooling (a
+// reranker), the classifier's scores as they are.
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -65,7 +66,8 @@ class EmbedTask : public Task {
     vector_.assign(values, values + size);
     context.ClearMemory();
 
-    if (normalize_) {
+    // A reranker's (rank pooling) output is its classifier's scores: normalising them would leave only their signs.
+    if (normalize_ && pooling != LLAMA_POOLING_TYPE_RANK) {
       double sum = 0;
       for (float v : vector_) sum += static_cast<double>(v) * v;
       const double norm = std::sqrt(sum);

@@ -35,6 +35,9 @@ class GenerateTask : public Task {
     stops_ = std::move(parsed.stops);
     filter_ = StopStringFilter(stops_);
     ignoreEos_ = parsed.ignoreEos;
+    contextShift_ = parsed.contextShift;
+    keep_ = parsed.keep;
+    cacheReuse_ = parsed.cacheReuse;
     stop_.user = std::move(parsed.abort);
     if (!parsed.onText.IsEmpty()) onText_ = Napi::Persistent(parsed.onText);
   }
@@ -62,6 +65,12 @@ class GenerateTask : public Task {
     const size_t common = std::min(context.cached.size(), prompt_.size());
     while (prefix < common && context.cached[prefix] == prompt_[prefix]) prefix++;
     if (prefix == prompt_.size()) prefix--;
+    if (cacheReuse_ > 0) {
+      // Chunks of the cache that the prompt continues with after the prefix (a conversation whose oldest turns were
+      // dropped) are shifted into place instead of evaluated again.
+      prefix = ReuseCacheChunks(context.memory(), 0, context.cached, prompt_, prefix, cacheReuse_);
+      context.SetCached(context.cached.size());
+    }
     prefix = context.TruncateMemory(prefix);
     cachedTokens_ = prefix;
 
@@ -92,6 +101,7 @@ class GenerateTask : public Task {
     result.Set("generatedTokens", Napi::Number::New(env, static_cast<double>(generated_.size())));
     result.Set("promptMs", Napi::Number::New(env, promptMs_));
     result.Set("generateMs", Napi::Number::New(env, generateMs_));
+    result.Set("discardedTokens", Napi::Number::New(env, static_cast<double>(discarded_)));
     return result;
   }
 
@@ -142,6 +152,12 @@ class GenerateTask : public Task {
         return;
       }
       if (maxTokens_ >= 0 && i + 1 >= maxTokens_) return;  // no need to decode a token nobody will follow
+      // As llama-completion and llama-server: shift when the token to decode would take the last cell.
+      if (contextShift_ && context.cached.size() + 1 >= context.contextSize) {
+        const size_t keep = ShiftKeep(context.cached, keep_, vocab);
+        discarded_ += ShiftSequence(context.memory(), 0, context.cached, keep);
+        context.SetCached(context.cached.size());
+      }
       const size_t pos = context.cached.size();
       if (pos >= context.contextSize) {
         stopReason_ = "contextFull";
@@ -186,6 +202,9 @@ class GenerateTask : public Task {
   SamplingOptions sampling_;
   std::vector<std::string> stops_;
   bool ignoreEos_ = false;
+  bool contextShift_ = false;
+  size_t keep_ = 0;
+  size_t cacheReuse_ = 0;
   Napi::FunctionReference onText_;
 
   Utf8Buffer utf8_;
@@ -194,6 +213,7 @@ class GenerateTask : public Task {
   std::vector<llama_token> generated_;
   std::string stopReason_ = "maxTokens";
   size_t cachedTokens_ = 0;
+  size_t discarded_ = 0;
   double promptMs_ = 0;
   double generateMs_ = 0;
 };

@@ -167,6 +167,15 @@ Napi::Value ModelWrap::Info(const Napi::CallbackInfo& info) {
   out.Set("isDiffusion", llama_model_is_diffusion(model));
   out.Set("causalAttention", Handle(env)->causal);
   out.Set("vocabType", VocabTypeName(llama_vocab_type(vocab)));
+  // What a reranker's input is made of (llama-server's format_prompt_rerank).
+  out.Set("sepToken", llama_vocab_sep(vocab));
+  out.Set("addBosToken", llama_vocab_get_add_bos(vocab));
+  out.Set("addEosToken", llama_vocab_get_add_eos(vocab));
+  out.Set("addSepToken", llama_vocab_get_add_sep(vocab));
+  const char* rerankTemplate = llama_model_chat_template(model, "rerank");
+  out.Set("rerankTemplate",
+          rerankTemplate != nullptr ? Napi::Value(Napi::String::New(env, rerankTemplate)) : env.Null());
+  out.Set("classifierOutputs", llama_model_n_cls_out(model));
   return out;
 }
 

@@ -1,5 +1,6 @@
 #include "sampling.h"
 
+#include <cmath>
 #include <stdexcept>
 
 #include "js-args.h"
@@ -7,32 +8,109 @@
 
 namespace llama_oci {
 
+namespace {
+
+std::vector<std::string> StringArrayField(const Napi::Object& object, const char* key,
+                                          const std::vector<std::string>& fallback) {
+  Napi::Value value = object.Get(key);
+  if (value.IsUndefined() || value.IsNull()) return fallback;
+  const std::string wrong = std::string(key) + " must be an array of strings";
+  if (!value.IsArray()) throw Napi::TypeError::New(object.Env(), wrong);
+  auto array = value.As<Napi::Array>();
+  std::vector<std::string> out;
+  for (uint32_t i = 0; i < array.Length(); i++) {
+    Napi::Value item = array.Get(i);
+    if (!item.IsString()) throw Napi::TypeError::New(object.Env(), wrong);
+    out.push_back(item.As<Napi::String>().Utf8Value());
+  }
+  return out;
+}
+
+// [[token, bias], ...]; a bias of -Infinity bans the token.
+std::vector<llama_logit_bias> LogitBiasField(const Napi::Object& object) {
+  Napi::Value value = object.Get("logitBias");
+  std::vector<llama_logit_bias> out;
+  if (value.IsUndefined() || value.IsNull()) return out;
+  const char* wrong = "logitBias must be an array of [token, bias] pairs";
+  if (!value.IsArray()) throw Napi::TypeError::New(object.Env(), wrong);
+  auto array = value.As<Napi::Array>();
+  for (uint32_t i = 0; i < array.Length(); i++) {
+    Napi::Value item = array.Get(i);
+    if (!item.IsArray() || item.As<Napi::Array>().Length() != 2) throw Napi::TypeError::New(object.Env(), wrong);
+    Napi::Value token = item.As<Napi::Array>().Get(0u);
+    Napi::Value bias = item.As<Napi::Array>().Get(1u);
+    if (!token.IsNumber() || !bias.IsNumber()) throw Napi::TypeError::New(object.Env(), wrong);
+    const double id = token.As<Napi::Number>().DoubleValue();
+    const double amount = bias.As<Napi::Number>().DoubleValue();
+    if (std::isnan(amount) || amount == INFINITY) {
+      throw Napi::RangeError::New(object.Env(), "a logitBias bias must be a finite number or -Infinity");
+    }
+    if (!(id >= 0 && id <= 2147483647.0) || std::trunc(id) != id) {
+      throw Napi::RangeError::New(object.Env(), "a logitBias token must be a token id (an integer >= 0)");
+    }
+    out.push_back({static_cast<llama_token>(id), static_cast<float>(amount)});
+  }
+  return out;
+}
+
+}  // namespace
+
 SamplingOptions ReadSamplingOptions(const Napi::Object& object) {
+  Napi::Env env = object.Env();
   SamplingOptions options;
-  options.temperature = static_cast<float>(NumberField(object, "temperature", options.temperature));
+  const auto number = [&](const char* key, float fallback) {
+    return static_cast<float>(NumberField(object, key, fallback));
+  };
+  options.temperature = number("temperature", options.temperature);
   options.topK = IntField(object, "topK", options.topK);
-  options.topP = static_cast<float>(NumberField(object, "topP", options.topP));
-  options.minP = static_cast<float>(NumberField(object, "minP", options.minP));
-  options.repeatPenalty = static_cast<float>(NumberField(object, "repeatPenalty", options.repeatPenalty));
+  options.topP = number("topP", options.topP);
+  options.minP = number("minP", options.minP);
+  options.typicalP = number("typicalP", options.typicalP);
+  options.topNSigma = number("topNSigma", options.topNSigma);
+  options.xtcProbability = number("xtcProbability", options.xtcProbability);
+  options.xtcThreshold = number("xtcThreshold", options.xtcThreshold);
+  options.repeatPenalty = number("repeatPenalty", options.repeatPenalty);
   options.repeatLastN = IntField(object, "repeatLastN", options.repeatLastN);
-  options.frequencyPenalty = static_cast<float>(NumberField(object, "frequencyPenalty", options.frequencyPenalty));
-  options.presencePenalty = static_cast<float>(NumberField(object, "presencePenalty", options.presencePenalty));
+  options.frequencyPenalty = number("frequencyPenalty", options.frequencyPenalty);
+  options.presencePenalty = number("presencePenalty", options.presencePenalty);
+  options.dryMultiplier = number("dryMultiplier", options.dryMultiplier);
+  options.dryBase = number("dryBase", options.dryBase);
+  options.dryAllowedLength = IntField(object, "dryAllowedLength", options.dryAllowedLength);
+  options.dryPenaltyLastN = IntField(object, "dryPenaltyLastN", options.dryPenaltyLastN);
+  options.drySequenceBreakers = StringArrayField(object, "drySequenceBreakers", options.drySequenceBreakers);
+  options.mirostat = IntField(object, "mirostat", options.mirostat);
+  options.mirostatTau = number("mirostatTau", options.mirostatTau);
+  options.mirostatEta = number("mirostatEta", options.mirostatEta);
+  options.logitBias = LogitBiasField(object);
   // Any negative seed asks for a random one, as LLAMA_DEFAULT_SEED does.
   const double seed = NumberField(object, "seed", -1);
   options.seed = seed < 0 || seed >= 4294967295.0 ? LLAMA_DEFAULT_SEED : static_cast<uint32_t>(seed);
   Napi::Value grammar = object.Get("grammar");
   if (!grammar.IsUndefined() && !grammar.IsNull()) {
-    if (!grammar.IsString()) throw Napi::TypeError::New(object.Env(), "grammar must be a string or null");
+    if (!grammar.IsString()) throw Napi::TypeError::New(env, "grammar must be a string or null");
     options.hasGrammar = true;
     options.grammar = grammar.As<Napi::String>().Utf8Value();
     options.grammarRoot = StringField(object, "grammarRoot", "root");
     if (options.grammarRoot.empty()) options.grammarRoot = "root";
   }
-  if (options.repeatPenalty <= 0) throw Napi::RangeError::New(object.Env(), "repeatPenalty must be greater than 0");
+  options.grammarFirst = BoolField(object, "grammarFirst", false);
+  // What llama.cpp's samplers would assert on, or misbehave with (common_sampler_init's own checks included).
+  if (!(options.repeatPenalty > 0) || !std::isfinite(options.repeatPenalty))
+    throw Napi::RangeError::New(env, "repeatPenalty must be greater than 0");
+  if (!std::isfinite(options.frequencyPenalty) || !std::isfinite(options.presencePenalty))
+    throw Napi::RangeError::New(env, "frequencyPenalty and presencePenalty must be finite");
+  if (options.mirostat < 0 || options.mirostat > 2)
+    throw Napi::RangeError::New(env, "mirostat must be 0 (off), 1 (Mirostat) or 2 (Mirostat 2.0)");
+  if (options.dryAllowedLength < 0) throw Napi::RangeError::New(env, "dryAllowedLength must not be negative");
+  if (options.dryPenaltyLastN < -1) throw Napi::RangeError::New(env, "dryPenaltyLastN must be -1 or more");
+  for (const std::string& breaker : options.drySequenceBreakers) {
+    if (breaker.empty()) throw Napi::RangeError::New(env, "drySequenceBreakers must not hold an empty string");
+  }
   return options;
 }
 
-Sampler::Sampler(const llama_vocab* vocab, const SamplingOptions& options, uint32_t contextSize) {
+Sampler::Sampler(const llama_vocab* vocab, const SamplingOptions& options, uint32_t contextSize)
+    : grammarFirst_(options.grammarFirst), vocabSize_(llama_vocab_n_tokens(vocab)) {
   llama_sampler_chain_params params = llama_sampler_chain_default_params();
   params.no_perf = true;
   chain_.reset(llama_sampler_chain_init(params));
@@ -44,38 +122,123 @@ Sampler::Sampler(const llama_vocab* vocab, const SamplingOptions& options, uint3
       const std::string reason = capture.FirstError();
       throw std::runtime_error("invalid grammar" + (reason.empty() ? std::string() : ": " + reason));
     }
-    llama_sampler_chain_add(chain_.get(), grammar);
+    // Not in the chain: Sample() checks the chain's choice against it (common_sampler's rejection sampling).
+    grammar_.reset(grammar);
+  }
+
+  // -1 means the whole context, as in llama.cpp's tools; more than the context can hold is the same thing.
+  const auto context = static_cast<int32_t>(contextSize);
+  const auto window = [context](int32_t n) { return n < 0 || n > context ? context : n; };
+
+  // The caller's biases, then the tokens the model itself never wants sampled (as common_sampler merges them).
+  std::vector<llama_logit_bias> biases = options.logitBias;
+  for (const llama_logit_bias& bias : biases) {
+    if (bias.token < 0 || bias.token >= vocabSize_) {
+      throw std::runtime_error("logitBias token " + std::to_string(bias.token) + " is outside the vocabulary (0.." +
+                               std::to_string(vocabSize_ - 1) + ")");
+    }
+  }
+  int32_t suppressed = 0;
+  const llama_token* suppress = llama_vocab_get_suppress_tokens(vocab, &suppressed);
+  for (int32_t i = 0; i < suppressed; i++) biases.push_back({suppress[i], -INFINITY});
+  const auto add = [this](llama_sampler* sampler) { llama_sampler_chain_add(chain_.get(), sampler); };
+  if (!biases.empty()) {
+    add(llama_sampler_init_logit_bias(vocabSize_, static_cast<int32_t>(biases.size()), biases.data()));
+  }
+
+  if (options.mirostat != 0) {
+    // common_sampler's Mirostat chain: no penalties and no truncation, the temperature, then Mirostat's own choice.
+    if (options.temperature <= 0.0f) {
+      add(llama_sampler_init_greedy());  // what temperature 0 leaves Mirostat: one candidate
+      return;
+    }
+    add(llama_sampler_init_temp(options.temperature));
+    add(options.mirostat == 1
+            ? llama_sampler_init_mirostat(vocabSize_, options.seed, options.mirostatTau, options.mirostatEta, 100)
+            : llama_sampler_init_mirostat_v2(options.seed, options.mirostatTau, options.mirostatEta));
+    return;
   }
 
   const bool penalize =
       options.repeatPenalty != 1.0f || options.frequencyPenalty != 0.0f || options.presencePenalty != 0.0f;
   if (penalize && options.repeatLastN != 0) {
-    // -1 means the whole context, as in llama.cpp's tools; more than the context can hold is the same thing.
-    const auto context = static_cast<int32_t>(contextSize);
-    const int32_t lastN = options.repeatLastN < 0 || options.repeatLastN > context ? context : options.repeatLastN;
-    penalties_ = llama_sampler_init_penalties(llama_vocab_n_tokens(vocab), lastN, options.repeatPenalty,
-                                              options.frequencyPenalty, options.presencePenalty);
-    llama_sampler_chain_add(chain_.get(), penalties_);
+    add(llama_sampler_init_penalties(vocabSize_, window(options.repeatLastN), options.repeatPenalty,
+                                     options.frequencyPenalty, options.presencePenalty));
+  }
+  if (options.dryMultiplier != 0.0f && options.dryBase >= 1.0f && options.dryPenaltyLastN != 0) {
+    std::vector<const char*> breakers;
+    for (const std::string& breaker : options.drySequenceBreakers) breakers.push_back(breaker.c_str());
+    add(llama_sampler_init_dry(vocab, options.dryMultiplier, options.dryBase, options.dryAllowedLength,
+                               window(options.dryPenaltyLastN), breakers.data(), breakers.size()));
   }
 
-  if (options.temperature <= 0.0f) {
-    llama_sampler_chain_add(chain_.get(), llama_sampler_init_greedy());
+  const bool typical = options.typicalP < 1.0f;
+  const bool xtc = options.xtcProbability > 0.0f && options.xtcThreshold <= 0.5f;
+  if (options.temperature <= 0.0f && !typical && !xtc) {
+    // Greedy: the truncating samplers always keep the most likely token, so they cannot change the choice.
+    add(llama_sampler_init_greedy());
     return;
   }
-  if (options.topK > 0) llama_sampler_chain_add(chain_.get(), llama_sampler_init_top_k(options.topK));
-  if (options.topP > 0.0f && options.topP < 1.0f)
-    llama_sampler_chain_add(chain_.get(), llama_sampler_init_top_p(options.topP, 1));
-  if (options.minP > 0.0f) llama_sampler_chain_add(chain_.get(), llama_sampler_init_min_p(options.minP, 1));
-  llama_sampler_chain_add(chain_.get(), llama_sampler_init_temp(options.temperature));
-  llama_sampler_chain_add(chain_.get(), llama_sampler_init_dist(options.seed));
+  if (options.topNSigma > 0.0f) add(llama_sampler_init_top_n_sigma(options.topNSigma));
+  if (options.topK > 0) add(llama_sampler_init_top_k(options.topK));
+  if (typical) add(llama_sampler_init_typical(options.typicalP, 0));
+  if (options.topP > 0.0f && options.topP < 1.0f) add(llama_sampler_init_top_p(options.topP, 0));
+  if (options.minP > 0.0f) add(llama_sampler_init_min_p(options.minP, 0));
+  if (xtc) add(llama_sampler_init_xtc(options.xtcProbability, options.xtcThreshold, 0, options.seed));
+  // Temperature 0 (with typical-p or XTC, which can drop the most likely token) keeps only the best of the rest.
+  add(llama_sampler_init_temp(options.temperature));
+  add(llama_sampler_init_dist(options.seed));
 }
 
-void Sampler::AcceptPrompt(llama_token token) {
-  if (penalties_ != nullptr) llama_sampler_accept(penalties_, token);
+void Sampler::AcceptPrompt(llama_token token) { llama_sampler_accept(chain_.get(), token); }
+
+void Sampler::SetLogits(llama_context* ctx, int32_t index) {
+  const float* logits = llama_get_logits_ith(ctx, index);
+  if (logits == nullptr) throw std::runtime_error("llama.cpp returned no logits for the token to sample");
+  candidates_.resize(static_cast<size_t>(vocabSize_));
+  for (llama_token id = 0; id < vocabSize_; id++) candidates_[id] = llama_token_data{id, logits[id], 0.0f};
+  array_ = {candidates_.data(), candidates_.size(), -1, false};
+}
+
+llama_token Sampler::Selected() const {
+  if (array_.selected < 0 || static_cast<size_t>(array_.selected) >= array_.size) {
+    throw std::runtime_error("the sampler chain chose no token (every candidate was excluded)");
+  }
+  return array_.data[array_.selected].id;
 }
 
 llama_token Sampler::Sample(llama_context* ctx, int32_t index) {
-  return llama_sampler_sample(chain_.get(), ctx, index);
+  SetLogits(ctx, index);
+  if (grammar_ && grammarFirst_) llama_sampler_apply(grammar_.get(), &array_);
+  llama_sampler_apply(chain_.get(), &array_);
+  llama_token token = Selected();
+  bool constrained = grammar_ && grammarFirst_;
+
+  if (grammar_ && !grammarFirst_) {
+    // Does the grammar accept the chain's choice? Checking one token is cheap; constraining the whole vocabulary
+    // (every token's text against every grammar stack) is what makes grammar-first sampling slow.
+    llama_token_data single = {token, 1.0f, 0.0f};
+    llama_token_data_array one = {&single, 1, -1, false};
+    llama_sampler_apply(grammar_.get(), &one);
+    if (single.logit == -INFINITY) {
+      resamples_++;
+      SetLogits(ctx, index);
+      llama_sampler_apply(grammar_.get(), &array_);
+      llama_sampler_apply(chain_.get(), &array_);
+      token = Selected();
+      constrained = true;
+    }
+  }
+  if (grammar_) {
+    // llama.cpp aborts the process when a grammar is made to accept a token it does not allow (an end-of-generation
+    // token before the grammar is complete): that is the case only when the grammar left no candidate at all.
+    if (constrained && array_.data[array_.selected].logit == -INFINITY) {
+      throw std::runtime_error("the grammar allows no token here (the output cannot be completed)");
+    }
+    llama_sampler_accept(grammar_.get(), token);
+  }
+  llama_sampler_accept(chain_.get(), token);
+  return token;
 }
 
 }  // namespace llama_oci

@@ -1,10 +1,12 @@
-// The sampler chain for one generation, built from NativeSamplingOptions with llama.cpp's samplers.
+// The sampler chain for one generation, built from NativeSamplingOptions with llama.cpp's samplers, in the order
+// llama.cpp's common_sampler builds them, and its grammar applied lazily as common_sampler applies it.
 #pragma once
 
 #include <napi.h>
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "llama.h"
 
@@ -15,17 +17,34 @@ struct SamplingOptions {
   int32_t topK = 40;
   float topP = 0.95f;
   float minP = 0.05f;
+  float typicalP = 1.0f;        // 1 = off
+  float topNSigma = -1.0f;      // <= 0 = off
+  float xtcProbability = 0.0f;  // 0 = off
+  float xtcThreshold = 0.1f;    // > 0.5 = off
   float repeatPenalty = 1.0f;
   int32_t repeatLastN = 64;
   float frequencyPenalty = 0.0f;
   float presencePenalty = 0.0f;
+  float dryMultiplier = 0.0f;  // 0 = off
+  float dryBase = 1.75f;
+  int32_t dryAllowedLength = 2;
+  int32_t dryPenaltyLastN = 64;  // -1 = the whole context
+  std::vector<std::string> drySequenceBreakers = {"\n", ":", "\"", "*"};
+  int32_t mirostat = 0;  // 0 = off, 1 = Mirostat, 2 = Mirostat 2.0
+  float mirostatTau = 5.0f;
+  float mirostatEta = 0.1f;
+  std::vector<llama_logit_bias> logitBias;
   uint32_t seed = LLAMA_DEFAULT_SEED;
   bool hasGrammar = false;
   std::string grammar;
   std::string grammarRoot = "root";
+  // Apply the grammar to every candidate before the chain instead of checking only the sampled token (slower; the
+  // same tokens when greedy). Tests and benchmarks compare the two.
+  bool grammarFirst = false;
 };
 
-// Reads NativeSamplingOptions (JS thread); missing fields keep the defaults above.
+// Reads NativeSamplingOptions (JS thread); missing fields keep the defaults above. Throws Napi::TypeError or
+// Napi::RangeError naming the field that is wrong (logit-bias tokens are checked against the vocabulary by Sampler).
 SamplingOptions ReadSamplingOptions(const Napi::Object& object);
 
 struct SamplerDeleter {
@@ -34,19 +53,34 @@ struct SamplerDeleter {
 
 class Sampler {
  public:
-  // Builds: [grammar] -> penalties -> top-k -> top-p -> min-p -> temperature -> dist(seed), or greedy when
-  // temperature <= 0. Throws std::runtime_error with llama.cpp's parse error for an invalid grammar.
+  // Builds common_sampler's chain: logit bias -> penalties -> DRY -> top-n-sigma -> top-k -> typical-p -> top-p ->
+  // min-p -> XTC -> temperature -> dist(seed); with Mirostat: logit bias -> temperature -> mirostat. Samplers that
+  // are off are left out, and temperature <= 0 is greedy. Throws std::runtime_error with llama.cpp's parse error for
+  // an invalid grammar, and for a logit-bias token outside the vocabulary.
   Sampler(const llama_vocab* vocab, const SamplingOptions& options, uint32_t contextSize);
 
-  // Feeds a prompt token to the repetition penalties only (the grammar constrains the output, not the prompt).
+  // Feeds a prompt token to the chain's history (penalties, DRY), not to the grammar, which constrains the output.
   void AcceptPrompt(llama_token token);
   // Samples from the logits of the token at `index` of the last decoded batch (-1: its last output) and records the
-  // choice in every sampler.
+  // choice in the chain and the grammar. With a grammar, the chain samples first and only that token is checked
+  // against the grammar; only when the grammar rejects it are all candidates constrained and sampled again.
+  // Throws std::runtime_error when the grammar allows no token at all.
   llama_token Sample(llama_context* ctx, int32_t index = -1);
 
+  // How often the grammar rejected the first choice and the whole vocabulary was constrained and sampled again.
+  uint64_t resamples() const { return resamples_; }
+
  private:
+  void SetLogits(llama_context* ctx, int32_t index);
+  llama_token Selected() const;
+
   std::unique_ptr<llama_sampler, SamplerDeleter> chain_;
-  llama_sampler* penalties_ = nullptr;  // owned by chain_
+  std::unique_ptr<llama_sampler, SamplerDeleter> grammar_;
+  bool grammarFirst_ = false;
+  int32_t vocabSize_ = 0;
+  std::vector<llama_token_data> candidates_;
+  llama_token_data_array array_{nullptr, 0, -1, false};
+  uint64_t resamples_ = 0;
 };
 
 }  // namespace llama_oci

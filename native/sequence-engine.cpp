@@ -128,6 +128,7 @@ struct Outcome {
   std::string stopReason;
   size_t promptTokens = 0;
   size_t cachedTokens = 0;
+  size_t discardedTokens = 0;
   double promptMs = 0;
   double generateMs = 0;
 };
@@ -153,6 +154,7 @@ void Settle(Napi::Env env, JsSide& js, const Outcome& outcome) {
   result.Set("generatedTokens", Napi::Number::New(env, static_cast<double>(outcome.tokens.size())));
   result.Set("promptMs", Napi::Number::New(env, outcome.promptMs));
   result.Set("generateMs", Napi::Number::New(env, outcome.generateMs));
+  result.Set("discardedTokens", Napi::Number::New(env, static_cast<double>(outcome.discardedTokens)));
   js.deferred.Resolve(result);
 }
 
@@ -164,6 +166,9 @@ struct EngineJob {
   int32_t maxTokens = -1;
   SamplingOptions sampling;
   bool ignoreEos = false;
+  bool contextShift = false;
+  size_t keep = 0;
+  size_t cacheReuse = 0;
   AbortFlag abort;
   std::shared_ptr<std::atomic<bool>> cancel;  // set when onText threw (or JS went away)
   std::shared_ptr<Channel> channel;
@@ -182,6 +187,7 @@ struct EngineJob {
   std::string text;
   std::vector<llama_token> generated;
   size_t cachedTokens = 0;
+  size_t discardedTokens = 0;  // by context shifts
   Clock::time_point promptStart = Clock::now();
   Clock::time_point generateStart;
   double promptMs = 0;
@@ -232,6 +238,9 @@ Napi::Promise SequenceEngine::Submit(Napi::Env env, const ContextPtr& self, cons
   job->sampling = std::move(parsed.sampling);
   job->filter = StopStringFilter(std::move(parsed.stops));
   job->ignoreEos = parsed.ignoreEos;
+  job->contextShift = parsed.contextShift;
+  job->keep = parsed.keep;
+  job->cacheReuse = parsed.cacheReuse;
   job->abort = std::move(parsed.abort);
   job->cancel = std::make_shared<std::atomic<bool>>(false);
   auto js = std::make_unique<JsSide>(env);
@@ -412,11 +421,14 @@ void SequenceEngine::Admit(std::unique_ptr<EngineJob> owned) {
     Fail(job, Task::CurrentExceptionMessage());
     return;
   }
-  EngineSlot& slot = PickSlot(job.prompt);
+  EngineSlot& slot = PickSlot(job.prompt, job.cacheReuse);
   // The prefix already in the sequence's cells is kept; the last prompt token is always decoded again for its
   // logits. Everything past the prefix is removed.
   size_t prefix = CommonPrefix(slot.cached, job.prompt);
   if (prefix == job.prompt.size()) prefix--;
+  if (job.cacheReuse > 0) {
+    prefix = ReuseCacheChunks(context_.memory(), slot.id, slot.cached, job.prompt, prefix, job.cacheReuse);
+  }
   Truncate(slot, prefix);
   job.cachedTokens = slot.cached.size();
   job.next = slot.cached.size();
@@ -429,12 +441,13 @@ void SequenceEngine::Admit(std::unique_ptr<EngineJob> owned) {
   active_.fetch_add(1);
 }
 
-EngineSlot& SequenceEngine::PickSlot(const std::vector<llama_token>& prompt) {
+EngineSlot& SequenceEngine::PickSlot(const std::vector<llama_token>& prompt, size_t cacheReuse) {
   // Among the idle sequences: the one whose whole cache the prompt continues (the next turn of a conversation),
   // the longest such; else the one sharing the longest prefix, if the prompt keeps at least half of its cache (the
   // same conversation, edited) or lies wholly in it (a prompt repeated); else an empty one, so that other
   // conversations keep their caches; else the least recently used. A cache that merely shares a system prompt is
-  // not taken from its conversation while another sequence is free.
+  // not taken from its conversation while another sequence is free. With cache reuse, what a cache shares with the
+  // prompt includes the chunks that would be shifted into place (a conversation whose oldest turns were dropped).
   EngineSlot* continuation = nullptr;
   EngineSlot* best = nullptr;
   size_t bestShared = 0;
@@ -447,8 +460,10 @@ EngineSlot& SequenceEngine::PickSlot(const std::vector<llama_token>& prompt) {
       if (empty == nullptr) empty = &slot;
       continue;
     }
-    const size_t shared = CommonPrefix(slot.cached, prompt);
-    if (shared == slot.cached.size()) {
+    const size_t prefix = CommonPrefix(slot.cached, prompt);
+    const size_t shared =
+        cacheReuse > 0 && prefix < slot.cached.size() ? CountReusable(slot.cached, prompt, prefix, cacheReuse) : prefix;
+    if (prefix == slot.cached.size()) {
       if (continuation == nullptr || shared > continuation->cached.size()) continuation = &slot;
     } else if ((shared * 2 >= slot.cached.size() || shared == prompt.size()) && shared > bestShared) {
       best = &slot;
@@ -493,7 +508,9 @@ void SequenceEngine::DecodeStep() {
     const size_t free = contextSize > used ? contextSize - used : 0;
     const size_t promptRoom = free > generating.size() ? std::min(promptWanted, free - generating.size()) : 0;
     if (free < generating.size() || (generating.empty() && promptRoom == 0)) {
-      // Every cell belongs to a running sequence: the one holding the most ends here, and frees them.
+      // Every cell belongs to a running sequence: a context shift of the largest that allows one frees some, else
+      // the one holding the most ends here, and frees them.
+      if (ShiftLargest()) continue;
       EngineJob* largest = Largest();
       EngineSlot* slot = largest->slot;
       Finish(*largest, "contextFull");
@@ -534,6 +551,7 @@ void SequenceEngine::DecodeStep() {
         promptCap = promptRoom / 2;
         continue;
       }
+      if (ShiftLargest()) continue;
       EngineJob* largest = Largest();
       EngineSlot* slot = largest->slot;
       Finish(*largest, "contextFull");
@@ -623,6 +641,8 @@ void SequenceEngine::Sample(EngineJob& job, int32_t index) {
     Finish(job, "maxTokens");  // no need to decode a token nobody will follow
     return;
   }
+  // As llama-server: shift when the token to decode would take the sequence's last cell.
+  if (job.contextShift && job.slot->cached.size() + 1 >= context_.contextSize) Shift(job);
   if (job.slot->cached.size() >= context_.contextSize) {
     Finish(job, "contextFull");
     return;
@@ -662,6 +682,7 @@ void SequenceEngine::Finish(EngineJob& job, const char* reason) {
   outcome.stopReason = reason;
   outcome.promptTokens = job.prompt.size();
   outcome.cachedTokens = job.cachedTokens;
+  outcome.discardedTokens = job.discardedTokens;
   outcome.promptMs = job.generating ? job.promptMs : MillisecondsBetween(job.promptStart, now);
   outcome.generateMs = job.generating ? MillisecondsBetween(job.generateStart, now) : 0;
   // The sequence is free (and counted so) before JS hears that the request ended.
@@ -731,6 +752,75 @@ size_t SequenceEngine::CachedTotal() const {
   size_t total = 0;
   for (const EngineSlot& slot : slots_) total += slot.cached.size();
   return total;
+}
+
+namespace {
+void RequireIdle(const SequenceEngine& engine) {
+  if (!engine.Idle()) throw std::runtime_error("the context is generating: save or restore a sequence when it is idle");
+}
+}  // namespace
+
+bool SequenceEngine::FindSequence(const std::vector<llama_token>& tokens, llama_seq_id* id,
+                                  std::vector<llama_token>* cached) {
+  RequireIdle(*this);
+  SyncWithMemory();
+  EngineSlot* best = nullptr;
+  size_t bestShared = 0;
+  for (EngineSlot& slot : slots_) {
+    const size_t shared = CommonPrefix(slot.cached, tokens);
+    if (shared > bestShared) {
+      best = &slot;
+      bestShared = shared;
+    }
+  }
+  if (best == nullptr) return false;
+  Truncate(*best, bestShared);
+  context_.cachedCount.store(CachedTotal());
+  if (best->cached.empty()) return false;
+  *id = best->id;
+  *cached = best->cached;
+  return true;
+}
+
+llama_seq_id SequenceEngine::ClaimSequence(size_t count) {
+  RequireIdle(*this);
+  SyncWithMemory();
+  EngineSlot* chosen = nullptr;
+  for (EngineSlot& slot : slots_) {
+    if (chosen == nullptr || (slot.cached.empty() && !chosen->cached.empty()) ||
+        (slot.cached.empty() == chosen->cached.empty() && slot.lastUsed < chosen->lastUsed)) {
+      chosen = &slot;
+    }
+  }
+  Evict(*chosen);
+  while (CachedTotal() + count > context_.contextSize && EvictIdle()) {
+  }
+  context_.cachedCount.store(CachedTotal());
+  return chosen->id;
+}
+
+void SequenceEngine::Restored(llama_seq_id id, std::vector<llama_token> tokens) {
+  EngineSlot& slot = slots_.at(static_cast<size_t>(id));
+  slot.cached = std::move(tokens);
+  slot.lastUsed = ++clock_;
+  context_.cachedCount.store(CachedTotal());
+}
+
+bool SequenceEngine::Shift(EngineJob& job) {
+  EngineSlot& slot = *job.slot;
+  const size_t keep = ShiftKeep(slot.cached, job.keep, context_.vocab());
+  const size_t discarded = ShiftSequence(context_.memory(), slot.id, slot.cached, keep);
+  job.discardedTokens += discarded;
+  return discarded > 0;
+}
+
+bool SequenceEngine::ShiftLargest() {
+  EngineJob* largest = nullptr;
+  for (const auto& job : running_) {
+    if (!job->generating || !job->contextShift) continue;
+    if (largest == nullptr || job->slot->cached.size() > largest->slot->cached.size()) largest = job.get();
+  }
+  return largest != nullptr && Shift(*largest);
 }
 
 EngineJob* SequenceEngine::Largest() const {

@@ -91,6 +91,16 @@ class SequenceEngine : public DecodeAbortCheck {
   // llama.cpp's abort callback, during the engine's llama_decode: stop only when every request in it stopped.
   bool DecodeAbortRequested() const override;
 
+  // Saving and restoring one sequence (state-worker.cpp): on a worker thread holding the context's mutex while the
+  // engine runs no request (throws std::runtime_error otherwise). FindSequence: the idle sequence whose cache shares
+  // the longest prefix with `tokens` (false if none shares any), cut to that prefix (what follows belongs to some
+  // other request), with the tokens its cells then hold. ClaimSequence: a
+  // sequence emptied for a restore of `count` tokens (idle caches are dropped until that many cells are free), then
+  // Restored records what it holds.
+  bool FindSequence(const std::vector<llama_token>& tokens, llama_seq_id* id, std::vector<llama_token>* cached);
+  llama_seq_id ClaimSequence(size_t count);
+  void Restored(llama_seq_id id, std::vector<llama_token> tokens);
+
  private:
   void Main(ContextPtr self);
   void Loop();
@@ -99,7 +109,7 @@ class SequenceEngine : public DecodeAbortCheck {
   void SyncWithMemory();
   void ApplyClear();
   void Admit(std::unique_ptr<EngineJob> job);
-  EngineSlot& PickSlot(const std::vector<llama_token>& prompt);
+  EngineSlot& PickSlot(const std::vector<llama_token>& prompt, size_t cacheReuse);
   void DecodeStep();
   void Sample(EngineJob& job, int32_t index);
   void Emit(EngineJob& job, const std::string& piece);
@@ -110,6 +120,9 @@ class SequenceEngine : public DecodeAbortCheck {
   void Truncate(EngineSlot& slot, size_t n);
   void Evict(EngineSlot& slot);
   bool EvictIdle();
+  // Context shift of a generating request's sequence (half of its tokens after `keep` go); false if nothing went.
+  bool Shift(EngineJob& job);
+  bool ShiftLargest();
   size_t CachedTotal() const;
   EngineJob* Largest() const;
 

@@ -22,7 +22,8 @@ export type ErrorCode =
   | "NATIVE_UNAVAILABLE"
   | "MODEL_LOAD"
   | "INFERENCE"
-  | "DISPOSED";
+  | "DISPOSED"
+  | "CHAT_FILE";
 
 export class LlamaOciError extends Error {
   readonly code: ErrorCode;

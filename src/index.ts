@@ -44,7 +44,7 @@ export type { ArtifactFormat, ModelFileKind } from "./oci/model/index.js";
 export type { RetryPolicy } from "./oci/transport/index.js";
 export { LlamaOciError, type ErrorCode } from "./errors.js";
 export { llama, type FromDockerOptions } from "./llama/llama.js";
-export { LlamaModel, type TokenizeOptions, type DetokenizeOptions, type CreateContextOptions } from "./llama/model.js";
+export { LlamaModel, type TokenizeOptions, type DetokenizeOptions, type CreateContextOptions, type RerankOptions, type RerankResult } from "./llama/model.js";
 export { LlamaContext, type EmbedOptions, type BenchOptions } from "./llama/context.js";
 export type { CompletionResult, CompletionStream, CompletionTimings, StopReason } from "./llama/completion.js";
 export { ChatSession, type ChatMessage, type ChatSessionOptions } from "./llama/chat.js";
@@ -55,6 +55,7 @@ export type {
   SamplingOptions,
   GenerationOptions,
   FlashAttention,
+  LogitBias,
 } from "./llama/options.js";
 export type { LlamaLogger, LlamaLogLevel } from "./llama/logger.js";
 export {

@@ -2,10 +2,13 @@
 // Inference benchmark (npm run bench:inference): prompt processing (pp) and generation (tg) tokens per second of a
 // SmolLM2-135M-shaped Q4_0 model through `llama-oci bench`, llama.cpp's llama-bench (same pinned source) and
 // node-llama-cpp@3.21.1 (installed in this folder only), alternating the three tools round by round with the same
-// threads; then time-to-first-token of a cached `llama.fromDocker` against `llama.loadModel` on the same file.
+// threads; then time-to-first-token of a cached `llama.fromDocker` against `llama.loadModel` on the same file; then
+// the per-token cost of JSON-schema constrained generation against unconstrained generation (same model, prompt,
+// sampling settings and seed, alternating), with the grammar checked lazily (the default) and grammar-first.
 //
 //   node bench/inference/run.mjs [--rounds 3] [-r 3] [-t <threads>] [-p 512] [-n 128] [--ttft-runs 10]
-//                                [--skip-throughput] [--skip-ttft] [--skip-node-llama-cpp]
+//                                [--grammar-runs 12] [--grammar-tokens 128]
+//                                [--skip-throughput] [--skip-ttft] [--skip-grammar] [--skip-node-llama-cpp]
 //
 // Each tool runs in a fresh process per round and does one warm-up run per test and -r timed runs; the table
 // pools the timed runs of all rounds (mean ± sample stddev of tokens per second, as llama-bench computes it).
@@ -37,6 +40,9 @@ const { values } = parseArgs({
     "n-prompt": { type: "string", short: "p", default: "512" },
     "n-gen": { type: "string", short: "n", default: "128" },
     "ttft-runs": { type: "string", default: "10" },
+    "grammar-runs": { type: "string", default: "12" },
+    "grammar-tokens": { type: "string", default: "128" },
+    "skip-grammar": { type: "boolean", default: false },
     "skip-throughput": { type: "boolean", default: false },
     "skip-ttft": { type: "boolean", default: false },
     "skip-node-llama-cpp": { type: "boolean", default: false },
@@ -48,6 +54,8 @@ const threads = Number(values.threads);
 const nPrompt = Number(values["n-prompt"]);
 const nGen = Number(values["n-gen"]);
 const ttftRuns = Number(values["ttft-runs"]);
+const grammarRuns = Number(values["grammar-runs"]);
+const grammarTokens = Number(values["grammar-tokens"]);
 /** node-llama-cpp's binary kind (prebuilt or local build), logged once. */
 let reportedBinary;
 
@@ -62,6 +70,7 @@ log(`bench: ${cpus()[0]?.model ?? "unknown CPU"}, ${availableParallelism()} CPUs
 
 if (!values["skip-throughput"]) await throughput();
 if (!values["skip-ttft"]) await timeToFirstToken();
+if (!values["skip-grammar"]) await grammarOverhead();
 
 async function throughput() {
   if (!existsSync(llamaBench)) fail(`${llamaBench} is missing: run 'node scripts/build-native.mjs --tools'`);
@@ -206,6 +215,84 @@ async function timeToFirstToken() {
   } finally {
     await registry.stop();
     rmSync(cacheDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Per generated token, JSON-schema constrained generation against unconstrained generation: one in-process context,
+ * the same prompt, sampling settings and seed for the variants of a round, their order rotating round by round.
+ * Time per token is generateMs / generatedTokens of each generation (the prompt is timed apart). "lazy" is what
+ * GenerationOptions.jsonSchema does (common_sampler's check of the sampled token, the whole vocabulary constrained
+ * only when it is rejected); "grammar first" constrains every candidate at every token. The model has random
+ * weights, so it never tends towards JSON by itself: outside strings almost every first choice is rejected, inside
+ * them almost every one is accepted.
+ */
+async function grammarOverhead() {
+  const { llama } = await import("../../dist/esm/index.js");
+  const { getBinding } = await import("../../dist/esm/llama/binding.js");
+  const model = await llama.loadModel(modelPath, { gpuLayers: 0, threads, threadsBatch: threads, contextSize: 1024 });
+  try {
+    const binding = getBinding();
+    const native = await binding.loadModel(modelPath, { gpuLayers: 0, useMmap: true, useMlock: false, vocabOnly: false }, null, binding.createAbortFlag());
+    const context = await native.createContext({ contextSize: 1024, batchSize: 512, ubatchSize: 512, threads, threadsBatch: threads, flashAttention: "auto", embeddings: false, pooling: "unspecified" });
+    const schema = {
+      type: "object",
+      properties: { title: { type: "string" }, year: { type: "integer" }, tags: { type: "array", items: { type: "string" } }, summary: { type: "string" } },
+      required: ["title", "year", "tags", "summary"],
+    };
+    const grammar = model.jsonSchemaToGrammar(schema);
+    const prompt = await model.tokenize("Describe a film as JSON with a title, its year, some tags and a summary:\n");
+    const sampling = (seed, extra) => ({
+      temperature: 0.8, topK: 40, topP: 0.95, minP: 0.05, repeatPenalty: 1, repeatLastN: 64, frequencyPenalty: 0, presencePenalty: 0, seed, grammar: null, grammarRoot: "root", ...extra,
+    });
+    const variants = [
+      { name: "unconstrained", extra: {} },
+      { name: "JSON schema, lazy (default)", extra: { grammar } },
+      { name: "JSON schema, grammar first", extra: { grammar, grammarFirst: true } },
+    ];
+    const generate = (seed, extra) =>
+      context.generate({ tokens: prompt, maxTokens: grammarTokens, sampling: sampling(seed, extra), stop: [], ignoreEos: false, abort: binding.createAbortFlag(), onText: () => {} });
+    await generate(1, {});
+    await generate(1, { grammar });
+    const perToken = new Map(variants.map((v) => [v.name, []]));
+    const tokens = new Map(variants.map((v) => [v.name, []]));
+    const ratios = { lazy: [], first: [] };
+    for (let round = 0; round < grammarRuns; round++) {
+      const seed = 1000 + round;
+      const order = variants.map((_, i) => variants[(i + round) % variants.length]);
+      const times = {};
+      for (const variant of order) {
+        const result = await generate(seed, variant.extra);
+        if (result.generatedTokens === 0) continue;
+        times[variant.name] = result.generateMs / result.generatedTokens;
+        perToken.get(variant.name).push(times[variant.name]);
+        tokens.get(variant.name).push(result.generatedTokens);
+      }
+      ratios.lazy.push(times[variants[1].name] / times[variants[0].name]);
+      ratios.first.push(times[variants[2].name] / times[variants[0].name]);
+      log(`bench: grammar round ${round + 1}/${grammarRuns}: ${variants.map((v) => `${v.name} ${times[v.name]?.toFixed(2)} ms/token`).join(", ")}`);
+    }
+    console.log(`
+Per-token time of generation, ${threads} threads, ${grammarRuns} rounds, up to ${grammarTokens} tokens, temperature 0.8, same seed per round
+`);
+    console.log("| variant | ms per token, median | mean ± sd | tokens per run |");
+    console.log("|---|---:|---:|---:|");
+    for (const variant of variants) {
+      const s = stats(perToken.get(variant.name));
+      console.log(`| ${variant.name} | ${median(perToken.get(variant.name)).toFixed(3)} | ${s.mean.toFixed(3)} ± ${s.sd.toFixed(3)} | ${stats(tokens.get(variant.name)).mean.toFixed(1)} |`);
+    }
+    // Each round's variants run back to back, so the ratio within a round is the least affected by load that
+    // drifts between rounds: its median is the headline.
+    const base = median(perToken.get(variants[0].name));
+    console.log("");
+    console.log(`JSON schema (lazy) / unconstrained:          median of per-round ratios ${median(ratios.lazy).toFixed(3)}   (target <= 1.1); ratio of medians ${(median(perToken.get(variants[1].name)) / base).toFixed(3)}`);
+    console.log(`  per round: ${ratios.lazy.map((r) => r.toFixed(3)).join(", ")}`);
+    console.log(`JSON schema (grammar first) / unconstrained: median of per-round ratios ${median(ratios.first).toFixed(3)}; ratio of medians ${(median(perToken.get(variants[2].name)) / base).toFixed(3)}`);
+    console.log(`  per round: ${ratios.first.map((r) => r.toFixed(3)).join(", ")}`);
+    context.dispose();
+    native.dispose();
+  } finally {
+    await model.dispose();
   }
 }
 

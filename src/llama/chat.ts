@@ -4,9 +4,12 @@
  * cache, only the new message is evaluated. On a parallel context (the default context of a model loaded with
  * parallel > 1) a turn goes to the sequence that holds the conversation so far, as long as no other request needed it.
  */
+import { modelFingerprint, readChatFile, writeChatFile, type ChatFile } from "./chat-file.js";
+import { chatWindow, CHAT_CACHE_REUSE } from "./chat-window.js";
 import { createCompletionStream, type CompletionResult, type CompletionStream } from "./completion.js";
 import type { LlamaContext } from "./context.js";
 import type { ModelHandle } from "./model-handle.js";
+import { LlamaOciError } from "../errors.js";
 import { disposedError } from "./native-errors.js";
 import { invalid, type ContextOptions, type GenerationOptions } from "./options.js";
 import { TaskQueue } from "./queue.js";
@@ -26,6 +29,12 @@ export interface ChatSessionOptions extends ContextOptions {
   history?: ChatMessage[];
   /** Generate on this context instead of one the session creates (and disposes) itself. */
   context?: LlamaContext;
+  /**
+   * When the conversation outgrows the context: drop its oldest turns (keeping the system prompt) so that the
+   * prompt leaves room for the answer, and shift the KV cache while answering, instead of refusing the message or
+   * stopping with "contextFull" (default true; a turn's `contextShift` option overrides it).
+   */
+  contextShift?: boolean;
 }
 
 const CHAT_TOKENIZE = { addSpecial: true, parseSpecial: true } as const;
@@ -47,6 +56,10 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
   #stopping = new AbortController();
   #queue = new TaskQueue();
   #disposing: Promise<void> | undefined;
+  /** Index in #history of the first message after the system prompt still in the model's context. */
+  #windowStart = 0;
+  /** What the last turn left in its sequence of the KV cache: its prompt and the generated tokens. */
+  #lastTokens: Int32Array | undefined;
 
   /** @internal Use model.createChat(). */
   constructor(model: Model, options: ChatSessionOptions, internals: ChatSessionInternals = {}) {
@@ -68,6 +81,12 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
     return this.#disposing !== undefined;
   }
 
+  /** Messages at the start of the history (after the system prompt) dropped from the model's context to make room. */
+  get droppedMessages(): number {
+    const system = this.#history[0]?.role === "system" ? 1 : 0;
+    return Math.max(0, this.#windowStart - system);
+  }
+
   /** Sends a user message and returns the assistant's answer (streamed through onTextChunk when given). */
   async send(message: string, options: GenerationOptions = {}): Promise<string> {
     return (await this.sendWithMeta(message, options)).text;
@@ -85,11 +104,19 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
       this.#assertUsable();
       const context = await this.#getContext();
       const messages = [...this.#history, { role: "user", content: message }];
-      const text = this.model.applyChatTemplate(messages, { addAssistantPrompt: true, template: this.#options.chatTemplate });
-      const tokens = dropDoubleBos(await this.model.tokenize(text, CHAT_TOKENIZE), this.model.info.bosToken);
+      const contextShift = options.contextShift ?? this.#options.contextShift ?? true;
+      const maxTokens = options.maxTokens ?? this.model.generationDefaults.maxTokens;
+      const format = async (list: ChatMessage[], addAssistantPrompt: boolean) => {
+        const text = this.model.applyChatTemplate(list, { addAssistantPrompt, template: this.#options.chatTemplate });
+        return dropDoubleBos(await this.model.tokenize(text, CHAT_TOKENIZE), this.model.info.bosToken);
+      };
+      const window = await chatWindow(messages, this.#windowStart, { format, contextSize: context.contextSize, contextShift, maxTokens });
       const signal = this.#sharedContext ? anySignal(options.signal, this.#stopping.signal) : options.signal;
-      const result = await context.completeWithMeta(tokens, { ...options, signal });
+      const shift = contextShift ? { cacheReuse: CHAT_CACHE_REUSE, keepTokens: window.keep } : {};
+      const result = await context.completeWithMeta(window.tokens, { ...shift, ...options, contextShift, signal });
       this.#history = [...messages, { role: "assistant", content: result.text }];
+      this.#windowStart = window.start;
+      this.#lastTokens = concatTokens(window.tokens, result.tokens);
       return result;
     });
   }
@@ -105,6 +132,54 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
     this.#assertUsable();
     await this.#queue.run(() => {
       this.#history = initialHistory({ ...this.#options, history });
+      this.#windowStart = 0;
+      this.#lastTokens = undefined;
+    });
+  }
+
+  /**
+   * Saves the conversation to `path` (written to a temporary file, then renamed): its history and settings, and
+   * its sequence of the KV cache with the tokens it holds, so that llama.restoreChat() continues it without
+   * evaluating the conversation again. Waits for a running turn to end. The file is tied to this model file.
+   */
+  async save(path: string): Promise<void> {
+    this.#assertUsable();
+    if (typeof path !== "string" || path === "") throw invalid("save() needs the path of the file to write");
+    await this.#queue.run(async () => {
+      this.#assertUsable();
+      const context = this.#lastTokens ? await this.#getContext() : undefined;
+      const snapshot = context && this.#lastTokens ? await context.saveSequence(this.#lastTokens) : undefined;
+      const model = this.model;
+      const fingerprint = await modelFingerprint(model.path, model.metadata, model.info.description, model.pull?.digest);
+      const { systemPrompt, chatTemplate, contextShift } = this.#options;
+      await writeChatFile(
+        path,
+        {
+          savedAt: new Date().toISOString(),
+          model: fingerprint,
+          history: this.history,
+          windowStart: this.#windowStart,
+          ...(systemPrompt === undefined ? {} : { systemPrompt }),
+          ...(chatTemplate === undefined ? {} : { chatTemplate }),
+          ...(contextShift === undefined ? {} : { contextShift }),
+          contextSize: context?.contextSize ?? 0,
+        },
+        snapshot?.tokens ?? new Int32Array(0),
+        snapshot?.state ?? new Uint8Array(0),
+      );
+    });
+  }
+
+  /** @internal llama.restoreChat(): puts a saved file's conversation and KV state into this new session. */
+  async restoreFrom(file: ChatFile): Promise<void> {
+    this.#assertUsable();
+    await this.#queue.run(async () => {
+      this.#history = file.header.history.map(({ role, content }) => ({ role, content }));
+      this.#windowStart = Math.min(file.header.windowStart, this.#history.length);
+      if (file.tokens.length === 0) return;
+      const context = await this.#getContext();
+      await context.restoreSequence(file.state, file.tokens);
+      this.#lastTokens = file.tokens;
     });
   }
 
@@ -150,6 +225,26 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
     }
     return this.#context;
   }
+}
+
+function concatTokens(a: Int32Array, b: Int32Array): Int32Array {
+  const out = new Int32Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+/** @internal llama.restoreChat(): reads the file and checks that it belongs to `model`. */
+export async function readChatFileFor(model: ModelHandle, path: string): Promise<ChatFile> {
+  const file = await readChatFile(path);
+  const own = await modelFingerprint(model.path, model.metadata, model.info.description);
+  const saved = file.header.model;
+  if (saved.fingerprint !== own.fingerprint) {
+    throw new LlamaOciError("CHAT_FILE", `${path} was saved with another model (${saved.description}, ${saved.sizeBytes} bytes), not ${own.description} (${model.path}, ${own.sizeBytes} bytes)`, {
+      hint: "restore it with the model it was saved with",
+    });
+  }
+  return file;
 }
 
 function anySignal(signal: AbortSignal | undefined, other: AbortSignal): AbortSignal {

@@ -18,6 +18,8 @@ export interface CompletionTimings {
   /** Evaluated (not cached) prompt tokens per second; 0 when nothing was evaluated. */
   promptTokensPerSecond: number;
   generatedTokensPerSecond: number;
+  /** Tokens context shifts dropped from the KV cache while generating (see GenerationOptions.contextShift). */
+  discardedTokens: number;
 }
 
 export interface CompletionResult {
@@ -48,6 +50,7 @@ export function toCompletionResult(result: NativeGenerateResult): CompletionResu
       generateMs: result.generateMs,
       promptTokensPerSecond: perSecond(evaluated, result.promptMs),
       generatedTokensPerSecond: perSecond(result.generatedTokens, result.generateMs),
+      discardedTokens: result.discardedTokens ?? 0,
     },
   };
 }

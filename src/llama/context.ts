@@ -12,9 +12,10 @@ import { getBinding } from "./binding.js";
 import { embeddingProblem, generationProblem } from "./capabilities.js";
 import { createCompletionStream, toCompletionResult, type CompletionResult, type CompletionStream } from "./completion.js";
 import type { ModelHandle } from "./model-handle.js";
-import type { NativeBenchResult, NativeContext, NativeContextStats, NativeGenerateResult } from "./native-types.js";
+import type { NativeBenchResult, NativeContext, NativeContextStats, NativeGenerateResult, NativeSequenceState } from "./native-types.js";
 import { disposedError, nativeError } from "./native-errors.js";
 import {
+  checkLogitBias,
   invalid,
   resolveMaxTokens,
   toNativeSampling,
@@ -130,9 +131,12 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
     if (this.embeddings) throw invalid("this context was created for embeddings and cannot generate text");
     this.#assertCanGenerate();
     const grammar = this.model.grammarFor(options);
-    const sampling = toNativeSampling(options, grammar);
+    const bias = checkLogitBias(options.logitBias, this.model.info.vocabSize);
+    // Checks every option before anything is queued; the logit bias of text entries is filled in once tokenized.
+    let sampling = toNativeSampling(options, grammar);
     const maxTokens = resolveMaxTokens(options, this.contextSize);
     const stop = checkStop(options.stop);
+    checkShift(options);
     const { signal } = options;
     let promptTokens = typeof prompt === "string" ? 0 : prompt.length;
     try {
@@ -142,6 +146,7 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
         const tokens = typeof prompt === "string" ? await this.model.tokenize(prompt, PROMPT_TOKENIZE) : prompt;
         promptTokens = tokens.length;
         this.#checkPromptFits(tokens);
+        if (bias.length > 0) sampling = { ...sampling, logitBias: await this.#logitBias(bias) };
         this.#assertUsable();
         if (signal?.aborted) return abortedResult(tokens.length);
         return this.#withAbort(signal, async (abort) => {
@@ -157,7 +162,18 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
           };
           let result: NativeGenerateResult;
           try {
-            result = await this.#native.generate({ tokens, maxTokens, sampling, stop, ignoreEos: options.ignoreEos === true, abort, onText });
+            result = await this.#native.generate({
+              tokens,
+              maxTokens,
+              sampling,
+              stop,
+              ignoreEos: options.ignoreEos === true,
+              contextShift: options.contextShift === true,
+              keep: options.keepTokens ?? 0,
+              cacheReuse: options.cacheReuse ?? 0,
+              abort,
+              onText,
+            });
           } catch (error) {
             if (callbackError) throw callbackError.error;
             throw nativeError(error, "INFERENCE", "generation failed");
@@ -231,6 +247,43 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
     }, options.signal, EXCLUSIVE);
   }
 
+  /**
+   * @internal The KV cache of the sequence that holds the longest prefix of `tokens` (ChatSession.save), taken when
+   * no request runs on the context.
+   */
+  async saveSequence(tokens: Int32Array): Promise<NativeSequenceState> {
+    this.#assertUsable();
+    return this.#queue.run(
+      async () => {
+        this.#assertUsable();
+        try {
+          return await this.#native.saveSequence(tokens);
+        } catch (error) {
+          throw nativeError(error, "INFERENCE", "could not save the sequence");
+        }
+      },
+      undefined,
+      EXCLUSIVE,
+    );
+  }
+
+  /** @internal Restores a saved sequence (llama.restoreChat); resolves with the tokens restored. */
+  async restoreSequence(state: Uint8Array, tokens: Int32Array): Promise<number> {
+    this.#assertUsable();
+    return this.#queue.run(
+      async () => {
+        this.#assertUsable();
+        try {
+          return await this.#native.restoreSequence(state, tokens);
+        } catch (error) {
+          throw nativeError(error, "INFERENCE", "could not restore the sequence");
+        }
+      },
+      undefined,
+      EXCLUSIVE,
+    );
+  }
+
   /** Forgets the KV cache, of every sequence (after queued requests finish). */
   async clear(): Promise<void> {
     this.#assertUsable();
@@ -280,6 +333,19 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
     }
   }
 
+  /** Logit biases by token id: a text entry gives the same bias to each of its tokens (as llama-server does). */
+  async #logitBias(entries: Array<[number | string, number]>): Promise<Array<[number, number]>> {
+    const out: Array<[number, number]> = [];
+    for (const [token, bias] of entries) {
+      if (typeof token === "number") {
+        out.push([token, bias]);
+        continue;
+      }
+      for (const id of await this.model.tokenize(token, { addSpecial: false, parseSpecial: false })) out.push([id, bias]);
+    }
+    return out;
+  }
+
   /** Runs `work` with a fresh native abort flag tied to `signal` and to dispose(). */
   async #withAbort<T>(signal: AbortSignal | undefined, work: (abort: { abort(): void; readonly aborted: boolean }) => Promise<T>): Promise<T> {
     const flag = getBinding().createAbortFlag();
@@ -293,6 +359,14 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
       this.#running.delete(flag);
       signal?.removeEventListener("abort", onAbort);
     }
+  }
+}
+
+function checkShift(options: GenerationOptions): void {
+  if (options.contextShift !== undefined && typeof options.contextShift !== "boolean") throw invalid("contextShift must be a boolean");
+  for (const key of ["keepTokens", "cacheReuse"] as const) {
+    const value = options[key];
+    if (value !== undefined && (!Number.isInteger(value) || value < 0)) throw invalid(`${key} must be an integer >= 0 (got ${String(value)})`);
   }
 }
 
@@ -315,6 +389,7 @@ function abortedResult(promptTokens: number): CompletionResult {
       generateMs: 0,
       promptTokensPerSecond: 0,
       generatedTokensPerSecond: 0,
+      discardedTokens: 0,
     },
   };
 }

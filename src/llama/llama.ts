@@ -7,6 +7,7 @@
 import { pull, type PullOptions } from "../oci/pull.js";
 import { getBinding, loadedBinding } from "./binding.js";
 import { setLlamaLogger, type LlamaLogger, type LlamaLogLevel } from "./logger.js";
+import { readChatFileFor, type ChatSession, type ChatSessionOptions } from "./chat.js";
 import { loadModel, type LlamaModel } from "./model.js";
 import type { NativeSystemInfo } from "./native-types.js";
 import type { ModelOptions } from "./options.js";
@@ -35,6 +36,37 @@ export const llama = {
     model.generationDefaults = generation;
     if (pulled.systemPrompt !== undefined) model.systemPrompt = pulled.systemPrompt;
     return model;
+  },
+
+  /**
+   * Continues a conversation saved with chat.save(path): the session has the saved history and settings, and its
+   * sequence of the KV cache is restored, so the next turn evaluates only the new message (its timings'
+   * cachedTokens show it). `options` are the new session's, as for model.createChat() (the saved system prompt,
+   * template and history are used). Rejects with code CHAT_FILE for a file saved with another model, or one that is
+   * truncated, corrupt or of another format version.
+   */
+  async restoreChat(model: LlamaModel, path: string, options: ChatSessionOptions = {}): Promise<ChatSession<LlamaModel>> {
+    const file = await readChatFileFor(model, path);
+    const { header } = file;
+    const [first, ...rest] = header.history;
+    const system = first?.role === "system" ? first.content : undefined;
+    // A context of its own at least as large as the one the state came from (a shared parallel one is what it is).
+    const ownSize = model.contextOptions.parallel === 1 && options.context === undefined && options.contextSize === undefined && header.contextSize > model.contextOptions.contextSize;
+    const chat = model.createChat({
+      ...(header.contextShift === undefined ? {} : { contextShift: header.contextShift }),
+      ...(ownSize ? { contextSize: header.contextSize } : {}),
+      ...options,
+      systemPrompt: system,
+      chatTemplate: options.chatTemplate ?? header.chatTemplate,
+      history: system === undefined ? header.history : rest,
+    });
+    try {
+      await chat.restoreFrom(file);
+    } catch (error) {
+      await chat.dispose();
+      throw error;
+    }
+    return chat;
   },
 
   /** Starts `llama-oci serve` in this process (see ServeOptions); the server code loads on this first call. */

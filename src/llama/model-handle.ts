@@ -7,7 +7,13 @@ import type { ContextOptions, GenerationOptions } from "./options.js";
 
 /** `Context` is what createContext() resolves to (chat sessions need it; contexts themselves do not). */
 export interface ModelHandle<Context = unknown> {
+  /** The GGUF file (a saved chat is tied to it). */
+  readonly path: string;
   readonly info: NativeModelInfo;
+  /** Every GGUF metadata key and value, as text. */
+  readonly metadata: Readonly<Record<string, string>>;
+  /** The pull that produced the file, if any. */
+  readonly pull?: { readonly digest: string };
   readonly disposed: boolean;
   /** Generation options every request on the model starts from (an artifact's own settings); its options win. */
   readonly generationDefaults: Readonly<GenerationOptions>;

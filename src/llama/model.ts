@@ -8,7 +8,7 @@ import { stat } from "node:fs/promises";
 import { LlamaOciError } from "../errors.js";
 import type { PullResult } from "../oci/pull.js";
 import { getBinding } from "./binding.js";
-import { generationProblem } from "./capabilities.js";
+import { embeddingProblem, generationProblem } from "./capabilities.js";
 import { ChatSession, type ChatMessage, type ChatSessionOptions } from "./chat.js";
 import { createCompletionStream, type CompletionResult, type CompletionStream } from "./completion.js";
 import { LlamaContext, type EmbedOptions } from "./context.js";
@@ -39,6 +39,26 @@ export interface DetokenizeOptions {
   /** Write special tokens as their text (default false). */
   unparseSpecial?: boolean;
 }
+
+export interface RerankOptions {
+  /** Only the best topN documents (default all). */
+  topN?: number;
+  /** Aborting rejects with code ABORTED. */
+  signal?: AbortSignal;
+}
+
+export interface RerankResult {
+  /** The document's index in the list given to rerank(). */
+  index: number;
+  document: string;
+  /** The reranker's relevance score (its classifier's first output, not normalised): higher is more relevant. */
+  score: number;
+  /** Tokens the query and document took together. */
+  tokens: number;
+}
+
+/** llama.cpp's LLAMA_POOLING_TYPE_RANK, as GGUFs store <arch>.pooling_type. */
+const RANK_POOLING = 4;
 
 export interface CreateContextOptions extends ContextOptions {
   /** A context for embed() (pooled output) instead of generation. */
@@ -178,11 +198,75 @@ export class LlamaModel implements ModelHandle<LlamaContext<LlamaModel>> {
   /** Pooled embedding of `text` (L2-normalised unless normalize is false), on a separate embeddings context. */
   async embed(text: string, options: EmbedOptions = {}): Promise<Float32Array> {
     this.#assertUsable();
+    return (await this.#getEmbeddingContext()).embed(text, options);
+  }
+
+  #getEmbeddingContext(): Promise<LlamaContext<LlamaModel>> {
     this.#embeddingContext ??= this.#createDefault(() => {
       const size = this.contextOptions.contextSize;
       return this.createContext({ embeddings: true, batchSize: size, ubatchSize: size, parallel: 1 });
     }, "embeddings");
-    return (await this.#embeddingContext).embed(text, options);
+    return this.#embeddingContext;
+  }
+
+  /**
+   * Scores how relevant each document is to `query` with a reranker (a GGUF with rank pooling and a classifier
+   * head, such as bge-reranker), as llama-server's /rerank does: the model's rerank template when it has one, else
+   * `[BOS] query [EOS] [SEP] document [EOS]` (each special token where the vocabulary adds it). Returns the
+   * documents best first (the classifier's raw score: a logit, not normalised), `topN` of them if given.
+   */
+  async rerank(query: string, documents: readonly string[], options: RerankOptions = {}): Promise<RerankResult[]> {
+    this.#assertUsable();
+    if (typeof query !== "string") throw invalid("rerank() takes the query as a string");
+    const given: unknown = documents;
+    if (!Array.isArray(given) || given.some((d) => typeof d !== "string")) throw invalid("rerank() takes the documents as an array of strings");
+    if (options.topN !== undefined && (!Number.isInteger(options.topN) || options.topN < 0)) throw invalid(`topN must be an integer >= 0 (got ${String(options.topN)})`);
+    const problem = this.rerankProblem();
+    if (problem !== undefined) throw invalid(`this model cannot rerank: ${problem}`);
+    const context = await this.#getEmbeddingContext();
+    const results: RerankResult[] = [];
+    for (let index = 0; index < documents.length; index++) {
+      const document = documents[index]!;
+      const tokens = await this.rerankPrompt(query, document);
+      const limit = Math.min(context.contextSize, context.batchSize, context.ubatchSize);
+      if (tokens.length > limit) {
+        throw invalid(`the query and document ${index} are ${tokens.length} tokens but the reranker takes at most ${limit} at once`, "use a larger contextSize, or shorter documents");
+      }
+      const scores = await context.embed(tokens, { normalize: false, signal: options.signal });
+      results.push({ index, document, score: scores[0] ?? Number.NaN, tokens: tokens.length });
+    }
+    results.sort((a, b) => b.score - a.score || a.index - b.index);
+    return options.topN === undefined ? results : results.slice(0, options.topN);
+  }
+
+  /** Why rerank() would be refused (the GGUF does not pool by rank), or undefined when the model is a reranker. */
+  rerankProblem(): string | undefined {
+    const pooling = this.metadata[`${this.info.architecture}.pooling_type`];
+    if (pooling !== String(RANK_POOLING)) {
+      return `it is not a reranker (its GGUF's ${this.info.architecture}.pooling_type is ${pooling ?? "not set"}, not ${RANK_POOLING} = rank)`;
+    }
+    return embeddingProblem(this.info);
+  }
+
+  /** The tokens rerank() scores for one query and document (llama-server's format_prompt_rerank). */
+  async rerankPrompt(query: string, document: string): Promise<Int32Array> {
+    const info = this.info;
+    if (info.rerankTemplate !== null) {
+      const text = info.rerankTemplate.replaceAll("{query}", query).replaceAll("{document}", document);
+      return this.tokenize(text, { addSpecial: false, parseSpecial: true });
+    }
+    const plain = { addSpecial: false, parseSpecial: false };
+    const [q, d] = await Promise.all([this.tokenize(query, plain), this.tokenize(document, plain)]);
+    // A vocabulary without EOS ends each part with its SEP instead.
+    const eos = info.eosToken >= 0 ? info.eosToken : info.sepToken;
+    const tokens: number[] = [];
+    if (info.addBosToken && info.bosToken >= 0) tokens.push(info.bosToken);
+    tokens.push(...q);
+    if (info.addEosToken && eos >= 0) tokens.push(eos);
+    if (info.addSepToken && info.sepToken >= 0) tokens.push(info.sepToken);
+    tokens.push(...d);
+    if (info.addEosToken && eos >= 0) tokens.push(eos);
+    return Int32Array.from(tokens);
   }
 
   async tokenize(text: string, options: TokenizeOptions = {}): Promise<Int32Array> {

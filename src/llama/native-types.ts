@@ -73,6 +73,16 @@ export interface NativeModelInfo {
   causalAttention: boolean;
   /** The tokenizer llama.cpp uses: "spm", "bpe", "wpm", "ugm", "rwkv", "plamo2", or "none" for a model without one. */
   vocabType: "none" | "spm" | "bpe" | "wpm" | "ugm" | "rwkv" | "plamo2" | "unknown";
+  /** The separator token (-1 when the vocabulary has none). */
+  sepToken: number;
+  /** Whether tokenizing with addSpecial adds BOS, EOS and SEP (the vocabulary's add_*_token). */
+  addBosToken: boolean;
+  addEosToken: boolean;
+  addSepToken: boolean;
+  /** A reranker's own input format (tokenizer.chat_template.rerank, with {query} and {document}), if any. */
+  rerankTemplate: string | null;
+  /** Outputs of the classifier head (rank pooling): a reranker's score is the first. */
+  classifierOutputs: number;
 }
 
 export interface NativeContextOptions {
@@ -106,9 +116,35 @@ export interface NativeSamplingOptions {
   frequencyPenalty: number;
   presencePenalty: number;
   seed: number;
+  /** 1 = off. */
+  typicalP?: number;
+  /** 0 or less = off. */
+  topNSigma?: number;
+  /** 0 = off; a threshold above 0.5 is off too. */
+  xtcProbability?: number;
+  xtcThreshold?: number;
+  /** 0 = off. */
+  dryMultiplier?: number;
+  dryBase?: number;
+  dryAllowedLength?: number;
+  /** -1 = the whole context, 0 = off. */
+  dryPenaltyLastN?: number;
+  drySequenceBreakers?: string[];
+  /** 0 = off, 1 = Mirostat, 2 = Mirostat 2.0 (then only the logit bias and the temperature come before it). */
+  mirostat?: number;
+  mirostatTau?: number;
+  mirostatEta?: number;
+  /** [token, bias] pairs added to the logits first; -Infinity bans the token. */
+  logitBias?: Array<[number, number]>;
   /** GBNF grammar text (already converted from a JSON schema where needed) and its root rule. */
   grammar: string | null;
   grammarRoot: string;
+  /**
+   * Constrain every candidate with the grammar before the samplers run, instead of checking only the sampled token
+   * and constraining the whole vocabulary only when the grammar rejects it (common_sampler's lazy check, the
+   * default). Slower; the same tokens when greedy. For tests and benchmarks.
+   */
+  grammarFirst?: boolean;
 }
 
 export interface NativeGenerateParams {
@@ -119,6 +155,11 @@ export interface NativeGenerateParams {
   /** Generation stops when the text ends with one of these; the stop string is not included in the output. */
   stop: string[];
   ignoreEos: boolean;
+  /** When the context fills: discard half of the cached tokens after the first `keep` and go on (default false). */
+  contextShift?: boolean;
+  keep?: number;
+  /** Minimum chunk of the cache that is shifted into place for the prompt after its common prefix; 0 = off. */
+  cacheReuse?: number;
   abort: NativeAbortFlag;
   /** Called on the JS thread with text pieces, each a whole UTF-8 sequence (never a split character). */
   onText: (text: string) => void;
@@ -137,6 +178,15 @@ export interface NativeGenerateResult {
   generatedTokens: number;
   promptMs: number;
   generateMs: number;
+  /** Tokens context shifts dropped from the KV cache during this generation. */
+  discardedTokens: number;
+}
+
+/** One sequence's KV cache (llama_state_seq_get_data) and the tokens its cells hold. */
+export interface NativeSequenceState {
+  /** Empty when no sequence holds any of the tokens asked for. */
+  state: Uint8Array;
+  tokens: Int32Array;
 }
 
 export interface NativeBenchResult {
@@ -170,6 +220,17 @@ export interface NativeContext {
   embed(tokens: Int32Array, normalize: boolean, abort: NativeAbortFlag): Promise<Float32Array>;
   /** llama-bench's measurement: pp = nPrompt random tokens in batches, tg = nGen tokens one by one, KV cleared before each. */
   bench(nPrompt: number, nGen: number, abort: NativeAbortFlag): Promise<NativeBenchResult>;
+  /**
+   * The state of the sequence whose cache shares the longest prefix with `tokens` (sequence 0 with parallel 1): its
+   * KV cells and the tokens they hold. Runs when no request is generating.
+   */
+  saveSequence(tokens: Int32Array): Promise<NativeSequenceState>;
+  /**
+   * Puts a saved state into a sequence (sequence 0 with parallel 1, which is cleared first; else an idle one) and
+   * records its tokens, so a prompt that starts with them reuses it. Resolves with the number of tokens restored;
+   * rejects with llama.cpp's reason when the state does not fit this context. Runs when no request is generating.
+   */
+  restoreSequence(state: Uint8Array, tokens: Int32Array): Promise<number>;
   /** Tokens currently held in the KV cache (sequence 0; with parallel > 1, all sequences together). */
   cachedTokenCount(): number;
   stats(): NativeContextStats;

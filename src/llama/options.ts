@@ -64,7 +64,39 @@ export interface SamplingOptions {
   presencePenalty?: number;
   /** Sampling seed; default random. With the same seed, prompt and options, output repeats. */
   seed?: number;
+  /** Locally typical sampling: keep the tokens whose surprise is closest to the expected one, up to this mass. Default 1 = off. */
+  typicalP?: number;
+  /** Keep only the tokens within n standard deviations of the most likely one (top-n-sigma). Default off (0 or less). */
+  topNSigma?: number;
+  /** XTC ("exclude top choices"): with this probability, drop every token above xtcThreshold but the least likely of them. Default 0 = off. */
+  xtcProbability?: number;
+  /** XTC's threshold, 0 to 1 (default 0.1; above 0.5 XTC is off). */
+  xtcThreshold?: number;
+  /** DRY ("don't repeat yourself") penalty multiplier for tokens that would extend a repetition; default 0 = off. */
+  dryMultiplier?: number;
+  /** DRY's base (at least 1; default 1.75): the penalty is multiplier * base^(repetition length - dryAllowedLength). */
+  dryBase?: number;
+  /** Repetitions up to this many tokens are not penalised by DRY (default 2). */
+  dryAllowedLength?: number;
+  /** How many recent tokens DRY looks at (default 64; -1 = the whole context; 0 = off). */
+  dryPenaltyLastN?: number;
+  /** Text that ends a repetition for DRY (default ["\n", ":", "\"", "*"]); [] = none. */
+  drySequenceBreakers?: string[];
+  /** Mirostat: 0 = off (default), 1 = Mirostat, 2 = Mirostat 2.0. It replaces the penalties and top-k/top-p/min-p/... samplers. */
+  mirostat?: 0 | 1 | 2;
+  /** Mirostat's target entropy (tau, default 5). */
+  mirostatTau?: number;
+  /** Mirostat's learning rate (eta, default 0.1). */
+  mirostatEta?: number;
+  /**
+   * Added to tokens' logits before sampling: `{ 15043: 2.5 }` by token id, or `[[15043, 2.5], [" Hello", -1]]`
+   * where text means each of its tokens; a bias of `false` (or -Infinity) bans the token. OpenAI's logit_bias.
+   */
+  logitBias?: LogitBias;
 }
+
+/** Token id (or text, meaning its tokens) to the bias added to its logit; false = never sample it. */
+export type LogitBias = Readonly<Record<number | string, number | false>> | ReadonlyArray<readonly [token: number | string, bias: number | false]>;
 
 export interface GenerationOptions extends SamplingOptions {
   /** Most tokens to generate (default 256). */
@@ -77,6 +109,21 @@ export interface GenerationOptions extends SamplingOptions {
   jsonSchema?: object;
   /** Keep generating past end-of-generation tokens until maxTokens (benchmarks; llama-server's ignore_eos). */
   ignoreEos?: boolean;
+  /**
+   * When the context fills while generating: drop half of the tokens after the first `keepTokens` from the KV cache
+   * and shift the rest down (llama-server's context shift), then go on, instead of stopping with stopReason
+   * "contextFull". Default false; chats default to true and keep their system prompt. Models whose memory cannot
+   * shift (recurrent ones) stop with "contextFull" as before.
+   */
+  contextShift?: boolean;
+  /** Tokens at the start of the prompt a context shift never drops (default 0; a leading BOS is always kept). */
+  keepTokens?: number;
+  /**
+   * Chunks of at least this many cached tokens that the prompt continues with after the part it shares with the
+   * cache are shifted into place instead of evaluated again (llama-server's cache_reuse). Default 0 = off; chats
+   * use 16, so that a conversation whose oldest turns were dropped still reuses the rest of its cache.
+   */
+  cacheReuse?: number;
   /**
    * Stops generation between tokens and interrupts prompt evaluation. An aborted request does not reject: it
    * resolves with the text generated so far and stopReason "abort" (also when it was still waiting its turn).
@@ -96,6 +143,18 @@ export const GENERATION_DEFAULTS = {
   repeatLastN: 64,
   frequencyPenalty: 0,
   presencePenalty: 0,
+  typicalP: 1,
+  topNSigma: -1,
+  xtcProbability: 0,
+  xtcThreshold: 0.1,
+  dryMultiplier: 0,
+  dryBase: 1.75,
+  dryAllowedLength: 2,
+  dryPenaltyLastN: 64,
+  drySequenceBreakers: ["\n", ":", "\"", "*"] as readonly string[],
+  mirostat: 0,
+  mirostatTau: 5,
+  mirostatEta: 0.1,
 } as const;
 
 export const DEFAULT_CONTEXT_SIZE = 4096;
@@ -111,11 +170,11 @@ export function invalid(message: string, hint?: string): LlamaOciError {
   return new LlamaOciError("INVALID_ARGUMENT", message, { hint });
 }
 
-function checkNumber(name: string, value: number | undefined, min: number, options: { integer?: boolean; max?: number } = {}): void {
+function checkNumber(name: string, value: number | undefined, min: number, options: { integer?: boolean; max?: number; finite?: boolean } = {}): void {
   if (value === undefined) return;
-  const ok = typeof value === "number" && !Number.isNaN(value) && value >= min && value <= (options.max ?? Infinity);
+  const ok = typeof value === "number" && !Number.isNaN(value) && value >= min && value <= (options.max ?? Infinity) && (!options.finite || Number.isFinite(value));
   if (!ok || (options.integer && !Number.isInteger(value) && value !== Infinity)) {
-    const kind = options.integer ? "an integer" : "a number";
+    const kind = options.integer ? "an integer" : options.finite ? "a finite number" : "a number";
     const range = `${min === -Infinity ? "" : ` >= ${min}`}${options.max === undefined ? "" : ` and <= ${options.max}`}`;
     throw invalid(`${name} must be ${kind}${range} (got ${String(value)})`);
   }
@@ -193,7 +252,39 @@ export function toNativeContextOptions(
   };
 }
 
-export function toNativeSampling(options: GenerationOptions, grammar: string | null): NativeSamplingOptions {
+/**
+ * Checks logitBias and lists it as [token or text, bias] pairs (bias -Infinity for false), in the order given; the
+ * caller tokenizes the text entries (resolveLogitBias).
+ */
+export function checkLogitBias(bias: LogitBias | undefined, vocabSize: number): Array<[number | string, number]> {
+  if (bias === undefined || bias === null) return [];
+  if (typeof bias !== "object") throw invalid("logitBias must be an object of token id to bias, or an array of [token, bias] pairs");
+  const entries: ReadonlyArray<readonly [unknown, unknown]> = Array.isArray(bias)
+    ? (bias as ReadonlyArray<readonly [unknown, unknown]>)
+    : Object.entries(bias).map(([key, value]) => [/^\d+$/.test(key) ? Number(key) : key, value] as const);
+  return entries.map((entry, i) => {
+    if (!Array.isArray(entry) || entry.length !== 2) throw invalid(`logitBias[${i}] must be a [token, bias] pair`);
+    const [token, value] = entry as [unknown, unknown];
+    const name = typeof token === "string" ? `logitBias[${JSON.stringify(token.slice(0, 40))}]` : `logitBias[${String(token)}]`;
+    if (typeof token === "number") {
+      if (!Number.isInteger(token) || token < 0 || token >= vocabSize) throw invalid(`${name}: ${String(token)} is not a token of this model (0 to ${vocabSize - 1})`);
+    } else if (typeof token !== "string" || token === "") {
+      throw invalid(`logitBias[${i}]: the token must be a token id or a non-empty text`);
+    }
+    if (value === false || value === -Infinity) return [token, -Infinity];
+    if (typeof value !== "number" || !Number.isFinite(value)) throw invalid(`${name} must be a finite number or false (got ${String(value)})`);
+    return [token, value];
+  });
+}
+
+function checkSequenceBreakers(breakers: readonly string[] | undefined): void {
+  if (breakers === undefined) return;
+  if (!Array.isArray(breakers) || breakers.some((b) => typeof b !== "string" || b === "")) {
+    throw invalid("drySequenceBreakers must be an array of non-empty strings");
+  }
+}
+
+export function toNativeSampling(options: GenerationOptions, grammar: string | null, logitBias: Array<[number, number]> = []): NativeSamplingOptions {
   checkNumber("temperature", options.temperature, 0);
   checkNumber("topK", options.topK, 0, { integer: true });
   checkNumber("topP", options.topP, 0, { max: 1 });
@@ -203,6 +294,20 @@ export function toNativeSampling(options: GenerationOptions, grammar: string | n
   checkNumber("frequencyPenalty", options.frequencyPenalty, -Infinity);
   checkNumber("presencePenalty", options.presencePenalty, -Infinity);
   checkNumber("seed", options.seed, 0, { integer: true, max: 0xfffffffe });
+  checkNumber("typicalP", options.typicalP, 0, { max: 1 });
+  checkNumber("topNSigma", options.topNSigma, -Infinity, { finite: true });
+  checkNumber("xtcProbability", options.xtcProbability, 0, { max: 1 });
+  checkNumber("xtcThreshold", options.xtcThreshold, 0, { max: 1 });
+  checkNumber("dryMultiplier", options.dryMultiplier, 0, { finite: true });
+  checkNumber("dryBase", options.dryBase, 1, { finite: true });
+  checkNumber("dryAllowedLength", options.dryAllowedLength, 0, { integer: true, finite: true });
+  checkNumber("dryPenaltyLastN", options.dryPenaltyLastN, -1, { integer: true });
+  checkSequenceBreakers(options.drySequenceBreakers);
+  if (options.mirostat !== undefined && options.mirostat !== 0 && options.mirostat !== 1 && options.mirostat !== 2) {
+    throw invalid(`mirostat must be 0 (off), 1 (Mirostat) or 2 (Mirostat 2.0) (got ${String(options.mirostat)})`);
+  }
+  checkNumber("mirostatTau", options.mirostatTau, 0, { finite: true });
+  checkNumber("mirostatEta", options.mirostatEta, 0, { finite: true });
   const d = GENERATION_DEFAULTS;
   return {
     temperature: options.temperature ?? d.temperature,
@@ -215,6 +320,19 @@ export function toNativeSampling(options: GenerationOptions, grammar: string | n
     presencePenalty: options.presencePenalty ?? d.presencePenalty,
     // 0xFFFFFFFF is llama.cpp's "pick a random seed"; choosing here keeps the seed in JS's hands.
     seed: options.seed ?? Math.floor(Math.random() * 0xffffffff),
+    typicalP: options.typicalP ?? d.typicalP,
+    topNSigma: options.topNSigma ?? d.topNSigma,
+    xtcProbability: options.xtcProbability ?? d.xtcProbability,
+    xtcThreshold: options.xtcThreshold ?? d.xtcThreshold,
+    dryMultiplier: options.dryMultiplier ?? d.dryMultiplier,
+    dryBase: options.dryBase ?? d.dryBase,
+    dryAllowedLength: options.dryAllowedLength ?? d.dryAllowedLength,
+    dryPenaltyLastN: options.dryPenaltyLastN === Infinity ? -1 : (options.dryPenaltyLastN ?? d.dryPenaltyLastN),
+    drySequenceBreakers: [...(options.drySequenceBreakers ?? d.drySequenceBreakers)],
+    mirostat: options.mirostat ?? d.mirostat,
+    mirostatTau: options.mirostatTau ?? d.mirostatTau,
+    mirostatEta: options.mirostatEta ?? d.mirostatEta,
+    logitBias,
     grammar,
     grammarRoot: "root",
   };

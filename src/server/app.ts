@@ -10,6 +10,7 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest }
 import { errorBody, HttpError, toHttpError } from "./http-errors.js";
 import { ollamaRoutes } from "./ollama.js";
 import { openAiRoutes } from "./openai.js";
+import { rerankRoutes } from "./rerank.js";
 import { describeValidation, type ValidationIssue } from "./schemas.js";
 import type { ServerParts } from "./server-parts.js";
 
@@ -122,6 +123,7 @@ export async function buildApp(parts: AppParts, onHandler?: (handler: RequestHan
   app.get("/metrics", async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
 
   openAiRoutes(app, routeParts);
+  rerankRoutes(app, routeParts);
   ollamaRoutes(app, routeParts);
   return app;
 }

@@ -99,6 +99,43 @@ export function toSeed(seed: number | null | undefined): number | undefined {
   return seed % 0xffffffff;
 }
 
+/** llama-server's sampler fields (its names), in /v1 bodies and /api options. */
+export interface LlamaSamplerFields {
+  typical_p?: number | null;
+  top_n_sigma?: number | null;
+  xtc_probability?: number | null;
+  xtc_threshold?: number | null;
+  dry_multiplier?: number | null;
+  dry_base?: number | null;
+  dry_allowed_length?: number | null;
+  dry_penalty_last_n?: number | null;
+  dry_sequence_breakers?: string[] | null;
+  mirostat?: number | null;
+  mirostat_tau?: number | null;
+  mirostat_eta?: number | null;
+  logit_bias?: Record<string, number | false> | Array<[number | string, number | false]> | null;
+}
+
+/** Generation options from llama-server's sampler fields, read as llama-server reads them. */
+export function llamaSamplers(body: LlamaSamplerFields): RunOptions {
+  return {
+    typicalP: body.typical_p ?? undefined,
+    topNSigma: body.top_n_sigma ?? undefined,
+    xtcProbability: body.xtc_probability ?? undefined,
+    xtcThreshold: body.xtc_threshold ?? undefined,
+    dryMultiplier: body.dry_multiplier ?? undefined,
+    // llama-server replaces a base below 1 (which would turn DRY off) with its default.
+    dryBase: body.dry_base == null || body.dry_base < 1 ? undefined : body.dry_base,
+    dryAllowedLength: body.dry_allowed_length ?? undefined,
+    dryPenaltyLastN: body.dry_penalty_last_n ?? undefined,
+    drySequenceBreakers: body.dry_sequence_breakers ?? undefined,
+    mirostat: (body.mirostat ?? undefined) as 0 | 1 | 2 | undefined,
+    mirostatTau: body.mirostat_tau ?? undefined,
+    mirostatEta: body.mirostat_eta ?? undefined,
+    logitBias: body.logit_bias ?? undefined,
+  };
+}
+
 export function stopList(stop: string | string[] | null | undefined): string[] | undefined {
   if (stop === undefined || stop === null) return undefined;
   return (typeof stop === "string" ? [stop] : stop).filter((s) => s.length > 0);
@@ -109,7 +146,22 @@ export function finishReason(reason: StopReason): "stop" | "length" {
   return reason === "maxTokens" || reason === "contextFull" ? "length" : "stop";
 }
 
-const DEFAULTED = ["temperature", "topK", "topP", "minP", "repeatPenalty", "repeatLastN", "presencePenalty", "frequencyPenalty", "seed", "stop"] as const;
+const DEFAULTED = [
+  "temperature",
+  "topK",
+  "topP",
+  "minP",
+  "repeatPenalty",
+  "repeatLastN",
+  "presencePenalty",
+  "frequencyPenalty",
+  "seed",
+  "stop",
+  "typicalP",
+  "mirostat",
+  "mirostatTau",
+  "mirostatEta",
+] as const;
 
 /** The generation defaults the artifact ships (Ollama's params layer) under what the request asked for. */
 export function withArtifactDefaults(options: RunOptions, defaults: ModelDefaults | undefined): RunOptions {

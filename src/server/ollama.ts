@@ -12,7 +12,18 @@ import { listModels, removeModels } from "../oci/cache/index.js";
 import { inspectModel } from "../oci/inspect.js";
 import type { ProgressEvent } from "../oci/progress.js";
 import { pull } from "../oci/pull.js";
-import { chatPrompt, checkedTokens, checkPromptFits, finishReason, runGeneration, schemaGrammar, stopList, toSeed } from "./generation.js";
+import {
+  chatPrompt,
+  checkedTokens,
+  checkPromptFits,
+  finishReason,
+  llamaSamplers,
+  runGeneration,
+  schemaGrammar,
+  stopList,
+  toSeed,
+  type LlamaSamplerFields,
+} from "./generation.js";
 import { badRequest, errorBody, HttpError, oneLine, toHttpError } from "./http-errors.js";
 import type { LoadedModel } from "./models.js";
 import { parseDuration } from "./options.js";
@@ -21,7 +32,7 @@ import { OLLAMA_CHAT_BODY, OLLAMA_EMBED_BODY, OLLAMA_GENERATE_BODY, OLLAMA_MODEL
 import type { ServerParts } from "./server-parts.js";
 import { clientGone, EventStream } from "./streams.js";
 
-interface OllamaOptions {
+interface OllamaOptions extends LlamaSamplerFields {
   num_predict?: number | null;
   temperature?: number | null;
   top_k?: number | null;
@@ -413,6 +424,7 @@ function ollamaSampling(options: OllamaOptions | null | undefined): RunOptions {
     frequencyPenalty: o.frequency_penalty ?? undefined,
     seed: toSeed(o.seed),
     stop: stopList(o.stop),
+    ...llamaSamplers(o),
   };
 }
 

@@ -13,6 +13,7 @@ import {
   checkedTokens,
   checkPromptFits,
   finishReason,
+  llamaSamplers,
   rawPrompt,
   runGeneration,
   schemaGrammar,
@@ -20,6 +21,7 @@ import {
   timings,
   toSeed,
   usage,
+  type LlamaSamplerFields,
 } from "./generation.js";
 import { badRequest, errorBody, HttpError, toHttpError } from "./http-errors.js";
 import type { LoadedModel } from "./models.js";
@@ -30,7 +32,7 @@ import { clientGone, EventStream } from "./streams.js";
 
 type Nullable<T> = T | null | undefined;
 
-interface SamplingBody {
+interface SamplingBody extends LlamaSamplerFields {
   model?: string | null;
   max_tokens?: number | null;
   temperature?: number | null;
@@ -281,6 +283,7 @@ function sampling(body: SamplingBody, maxTokens: Nullable<number>, defaultMaxTok
     seed: toSeed(body.seed),
     stop: stopList(body.stop),
     ignoreEos: body.ignore_eos ?? undefined,
+    ...llamaSamplers(body),
   };
 }
 

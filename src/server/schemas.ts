@@ -22,6 +22,35 @@ const STOP = {
   ],
 } as const;
 
+const BIAS = { anyOf: [{ type: "number", minimum: -FINITE, maximum: FINITE }, { const: false }] } as const;
+
+/** OpenAI's { "token id": bias } object, or llama-server's [[token id or text, bias], ...]; a bias of false bans the token. */
+const LOGIT_BIAS = {
+  title: "an object of token ids to numbers, an array of [token, bias] pairs, or null",
+  anyOf: [
+    { type: "object", maxProperties: 65_536, additionalProperties: BIAS },
+    { type: "array", maxItems: 65_536, items: { type: "array", minItems: 2, maxItems: 2, items: [{ type: ["integer", "string"] }, BIAS] } },
+    { type: "null" },
+  ],
+} as const;
+
+/** llama-server's samplers beyond OpenAI's (its field names), taken by /v1 and, in `options`, by /api. */
+const LLAMA_SAMPLERS = {
+  typical_p: number(0, 1),
+  top_n_sigma: number(),
+  xtc_probability: number(0, 1),
+  xtc_threshold: number(0, 1),
+  dry_multiplier: number(0),
+  dry_base: number(0),
+  dry_allowed_length: integer(0, INT32),
+  dry_penalty_last_n: integer(-1, INT32),
+  dry_sequence_breakers: { type: ["array", "null"], maxItems: 256, items: { type: "string", minLength: 1, maxLength: 256 } },
+  mirostat: integer(0, 2),
+  mirostat_tau: number(0),
+  mirostat_eta: number(0),
+  logit_bias: LOGIT_BIAS,
+} as const;
+
 /** llama-server's sampling extensions and OpenAI's sampling fields, shared by both OpenAI endpoints. */
 const OPENAI_SAMPLING = {
   model: { type: ["string", "null"], maxLength: 2048 },
@@ -45,6 +74,7 @@ const OPENAI_SAMPLING = {
   ignore_eos: boolean,
   logprobs: boolean,
   user: string,
+  ...LLAMA_SAMPLERS,
 } as const;
 
 const CONTENT_PART = {
@@ -130,6 +160,27 @@ export const EMBEDDINGS_BODY = {
   },
 } as const;
 
+/** Jina's (and llama-server's) rerank body; `texts` instead of `documents` is Hugging Face TEI's. */
+export const RERANK_BODY = {
+  type: "object",
+  required: ["query"],
+  properties: {
+    model: { type: ["string", "null"], maxLength: 2048 },
+    query: { type: "string" },
+    documents: {
+      title: "an array of strings (or of { text } objects) or null",
+      anyOf: [
+        { type: "array", maxItems: 2048, items: { anyOf: [{ type: "string" }, { type: "object", required: ["text"], properties: { text: { type: "string" } } }] } },
+        { type: "null" },
+      ],
+    },
+    texts: { type: ["array", "null"], maxItems: 2048, items: { type: "string" } },
+    top_n: integer(0, INT32),
+    return_documents: boolean,
+    return_text: boolean,
+  },
+} as const;
+
 /** Ollama's `options`: the ones that change sampling are checked; the others (num_ctx, num_gpu, ...) are accepted and ignored. */
 const OLLAMA_OPTIONS = {
   type: ["object", "null"],
@@ -145,6 +196,7 @@ const OLLAMA_OPTIONS = {
     frequency_penalty: number(),
     seed: { type: ["integer", "null"], minimum: -(2 ** 63), maximum: 2 ** 64 },
     stop: STOP,
+    ...LLAMA_SAMPLERS,
   },
 } as const;
 

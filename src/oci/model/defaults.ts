@@ -15,6 +15,10 @@ export interface ModelDefaults {
   presencePenalty?: number;
   frequencyPenalty?: number;
   seed?: number;
+  typicalP?: number;
+  mirostat?: 0 | 1 | 2;
+  mirostatTau?: number;
+  mirostatEta?: number;
   /** num_predict. */
   maxTokens?: number;
   /** num_ctx. */
@@ -31,6 +35,10 @@ const NUMBERS: ReadonlyArray<[string, keyof ModelDefaults, "int" | "float"]> = [
   ["presence_penalty", "presencePenalty", "float"],
   ["frequency_penalty", "frequencyPenalty", "float"],
   ["seed", "seed", "int"],
+  ["typical_p", "typicalP", "float"],
+  ["mirostat", "mirostat", "int"],
+  ["mirostat_tau", "mirostatTau", "float"],
+  ["mirostat_eta", "mirostatEta", "float"],
   ["num_predict", "maxTokens", "int"],
   ["num_ctx", "contextSize", "int"],
 ];
@@ -56,5 +64,6 @@ export function parseOllamaParams(text: string): ModelDefaults | undefined {
   }
   if (defaults.contextSize !== undefined && defaults.contextSize < 1) delete defaults.contextSize;
   if (defaults.maxTokens !== undefined && defaults.maxTokens < 0) delete defaults.maxTokens;
+  if (defaults.mirostat !== undefined && ![0, 1, 2].includes(defaults.mirostat)) delete defaults.mirostat;
   return defaults;
 }
