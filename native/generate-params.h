@@ -26,7 +26,7 @@ struct GenerateParams {
 // Throws Napi::TypeError naming the field that is wrong.
 GenerateParams ReadGenerateParams(const Napi::Object& params);
 
-// The text of one token (its bytes may end inside a UTF-8 character).
-std::string TokenPiece(const llama_vocab* vocab, llama_token token);
+// The text of one token (its bytes may end inside a UTF-8 character); `special`: a special token's text too.
+std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special = false);
 
 }  // namespace llama_oci
