@@ -5,6 +5,7 @@
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { LlamaOciError } from "../errors.js";
+import type { ChatGrammar } from "./chat-format.js";
 import type { NativeContextOptions, NativeModelOptions, NativeSamplingOptions } from "./native-types.js";
 
 export interface LoadModelOptions {
@@ -84,6 +85,11 @@ export interface GenerationOptions extends SamplingOptions {
   signal?: AbortSignal;
   /** Each piece of text as it is generated (whole UTF-8 characters only). */
   onTextChunk?: (text: string) => void;
+  /**
+   * @internal The tool-call grammar a chat template gives (ChatSession and the server set it): lazy or eager, its
+   * triggers, and the tokens that must come out as text.
+   */
+  chatGrammar?: ChatGrammar;
 }
 
 export const GENERATION_DEFAULTS = {
@@ -215,8 +221,18 @@ export function toNativeSampling(options: GenerationOptions, grammar: string | n
     presencePenalty: options.presencePenalty ?? d.presencePenalty,
     // 0xFFFFFFFF is llama.cpp's "pick a random seed"; choosing here keeps the seed in JS's hands.
     seed: options.seed ?? Math.floor(Math.random() * 0xffffffff),
-    grammar,
+    grammar: options.chatGrammar ? options.chatGrammar.grammar : grammar,
     grammarRoot: "root",
+    ...(options.chatGrammar
+      ? {
+          grammarLazy: options.chatGrammar.lazy,
+          grammarTriggers: options.chatGrammar.triggers,
+          grammarPrefill: options.chatGrammar.prefill,
+          thinkingStart: options.chatGrammar.thinkingStart,
+          thinkingEnd: options.chatGrammar.thinkingEnd,
+          preservedTokens: options.chatGrammar.preservedTokens,
+        }
+      : {}),
   };
 }
 
