@@ -179,10 +179,11 @@ Sampler::Sampler(const llama_vocab* vocab, const SamplingOptions& options, uint3
 
     if (tracksThinking) {
       std::vector<llama_tokens> ends;
+      // Spelled as the template writes them, the way the generation prompt is (no tokenizer's leading space).
       for (const auto& tag : options.thinkingEnd) {
-        if (!tag.empty()) ends.push_back(Tokens(vocab, tag));
+        if (!tag.empty()) ends.push_back(TextTokens(vocab, tag));
       }
-      reasoning_.reset(common_reasoning_budget_init(vocab, {Tokens(vocab, options.thinkingStart)}, ends,
+      reasoning_.reset(common_reasoning_budget_init(vocab, {TextTokens(vocab, options.thinkingStart)}, ends,
                                                     ends.empty() ? llama_tokens() : ends.front(), INT_MAX));
       for (llama_token token : prefill) llama_sampler_accept(reasoning_.get(), token);
       grammar_ = std::move(owned);

@@ -186,6 +186,16 @@ function openAiContent(content: ChatContent | null | undefined, i: number): stri
   });
 }
 
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+/**
+ * JSON for llama.cpp's parser, which refuses the escape of a lone UTF-16 surrogate: each becomes U+FFFD, as it does
+ * on the way into native code as UTF-8.
+ */
+export function toNativeJson(value: unknown): string {
+  return JSON.stringify(value, (_key, item: unknown) => (typeof item === "string" ? item.replace(LONE_SURROGATE, "\uFFFD") : item));
+}
+
 /** The text of a message's content (parts joined by newlines). */
 export function contentText(content: ChatContent): string {
   return typeof content === "string" ? content : content.map((part) => part.text).join("\n");
@@ -227,7 +237,8 @@ function alphanumeric(length: number): string {
 /**
  * Parses a streamed answer with the template's parser as it grows (llama-server's update_chat_msg): each piece of
  * raw text gives the delta of content, reasoning and tool calls since the last one. A call's id and name are given
- * once, when its arguments begin (never a half-parsed name); ids the model did not write are made up.
+ * once, when its arguments begin (never a half-parsed name); ids the model did not write (or had not written when
+ * the call was announced) are made up.
  */
 export class ChatOutputParser {
   #parse: (text: string, partial: boolean) => NativeChatParsed;
@@ -235,13 +246,26 @@ export class ChatOutputParser {
   #maxCalls: number;
   #text = "";
   #ids: string[] = [];
+  #watch: boolean;
+  #limit = new AbortController();
   #sent = { content: "", reasoning: "", calls: [] as { named: boolean; arguments: string }[] };
 
   /** Without parallel calls, an answer keeps its first call (llama.cpp's grammar would let a model write more). */
-  constructor(format: Pick<NativeChatFormat, "parse" | "parallelToolCalls">, newId: () => string) {
+  constructor(format: Pick<NativeChatFormat, "parse" | "parallelToolCalls" | "parseToolCalls" | "grammar">, newId: () => string) {
     this.#parse = format.parse;
     this.#newId = newId;
     this.#maxCalls = format.parallelToolCalls ? Infinity : 1;
+    // llama.cpp's tool-call grammars let a model go on to a second call even without parallel calls; the answer is
+    // complete once one begins, so the text is parsed as it comes to notice that.
+    this.#watch = !format.parallelToolCalls && format.parseToolCalls && format.grammar !== "";
+  }
+
+  /**
+   * Aborts once the answer has all the calls it may have and the model begins another (without parallel calls):
+   * the generation can stop there, and finish() takes the answer as complete.
+   */
+  get limit(): AbortSignal {
+    return this.#limit.signal;
   }
 
   /** The raw text so far. */
@@ -252,6 +276,12 @@ export class ChatOutputParser {
   /** Adds generated text without parsing it yet (an answer that is not streamed: finish() parses it once). */
   append(text: string): void {
     this.#text += text;
+    if (!this.#watch || this.#limit.signal.aborted) return;
+    try {
+      this.#checkLimit(this.#parse(this.#text, true));
+    } catch {
+      // not parseable yet
+    }
   }
 
   /** Adds generated text; the delta it makes, or undefined when nothing visible changed. */
@@ -263,6 +293,7 @@ export class ChatOutputParser {
     } catch {
       return undefined;  // not parseable yet: the next piece may make it so
     }
+    this.#checkLimit(parsed);
     return this.#deltaTo(this.#withIds(parsed), false);
   }
 
@@ -275,7 +306,8 @@ export class ChatOutputParser {
     let message: ParsedChatMessage;
     let wellFormed = true;
     try {
-      message = this.#withIds(this.#parse(this.#text, !complete));
+      // Cut at the beginning of a call too many: the calls before it are whole, the one begun is dropped.
+      message = this.#withIds(this.#parse(this.#text, !complete || this.#limit.signal.aborted));
     } catch {
       wellFormed = false;
       message = { content: this.#text, reasoning: "", toolCalls: [] };
@@ -283,10 +315,17 @@ export class ChatOutputParser {
     return { message, delta: this.#deltaTo(message, true), wellFormed };
   }
 
+  #checkLimit(parsed: NativeChatParsed): void {
+    if (this.#watch && parsed.toolCalls.length > this.#maxCalls) this.#limit.abort();
+  }
+
   #withIds(parsed: NativeChatParsed): ParsedChatMessage {
     const toolCalls = parsed.toolCalls.slice(0, this.#maxCalls).map((call, i) => {
-      this.#ids[i] ??= call.id !== "" ? call.id : this.#newId();
-      return { id: call.id !== "" ? call.id : this.#ids[i], name: call.name, arguments: call.arguments };
+      // The model's own id until the stream announced the call; after that the id it announced, so the deltas and
+      // the final message agree (a Mistral call writes its id after its arguments).
+      if (call.id !== "" && this.#sent.calls[i]?.named !== true) this.#ids[i] = call.id;
+      this.#ids[i] ??= this.#newId();
+      return { id: this.#ids[i], name: call.name, arguments: call.arguments };
     });
     return { content: parsed.content, reasoning: parsed.reasoning, toolCalls };
   }

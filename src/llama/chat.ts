@@ -135,9 +135,10 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
         onDelta?.(delta);
         if (delta.content !== "") onTextChunk?.(delta.content);
       };
-      const signal = this.#sharedContext ? anySignal(generation.signal, this.#stopping.signal) : generation.signal;
+      const callerSignal = this.#sharedContext ? anySignal(generation.signal, this.#stopping.signal) : generation.signal;
+      const signal = anySignal(callerSignal, parser.limit);
       const stop = [...(generation.stop ?? this.model.generationDefaults.stop ?? []), ...format.additionalStops];
-      const result = await context.completeWithMeta(tokens, {
+      let result = await context.completeWithMeta(tokens, {
         ...generation,
         ...(stop.length > 0 ? { stop } : {}),
         ...(chatGrammar ? { chatGrammar } : {}),
@@ -145,17 +146,23 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
         // A turn nobody streams is parsed once, at the end.
         onTextChunk: onDelta || onTextChunk ? (text) => emit(parser.push(text)) : (text) => parser.append(text),
       });
+      // The model began a call beyond the allowed ones: the answer ended there, as at a stop string.
+      if (result.stopReason === "abort" && parser.limit.aborted && callerSignal?.aborted !== true) result = { ...result, stopReason: "stop" };
       const finished = parser.finish(result.stopReason === "eos" || result.stopReason === "stop");
       emit(finished.delta);
       const parsed = finished.message;
+      // A call cut short (maxTokens, abort) stays in the reply as it came, but not in the history: its arguments are
+      // not JSON, and the template could not render the next turn.
+      const whole = parsed.toolCalls.filter((call) => isJson(call.arguments));
       const message: ChatMessage = {
         role: "assistant",
         content: parsed.content,
         ...(parsed.reasoning !== "" ? { reasoning: parsed.reasoning } : {}),
-        ...(parsed.toolCalls.length > 0 ? { toolCalls: parsed.toolCalls.map((call) => ({ ...call })) } : {}),
+        ...(whole.length > 0 ? { toolCalls: whole.map((call) => ({ ...call })) } : {}),
       };
       this.#history = [...messages, message];
-      return { ...result, content: parsed.content, reasoning: parsed.reasoning, toolCalls: parsed.toolCalls, message: copyMessage(message) };
+      const reply: ChatMessage = { ...message, ...(parsed.toolCalls.length > 0 ? { toolCalls: parsed.toolCalls.map((call) => ({ ...call })) } : {}) };
+      return { ...result, content: parsed.content, reasoning: parsed.reasoning, toolCalls: parsed.toolCalls, message: reply };
     });
   }
 
@@ -233,6 +240,15 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
       this.#context = promise;
     }
     return this.#context;
+  }
+}
+
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
   }
 }
 

@@ -10,7 +10,7 @@ import { LlamaOciError } from "../errors.js";
 import type { PullResult } from "../oci/pull.js";
 import { getBinding } from "./binding.js";
 import { generationProblem } from "./capabilities.js";
-import { normalizeToolChoice, normalizeTools, templateError, toOpenAiMessages, type ChatFormatOptions, type ChatMessage } from "./chat-format.js";
+import { normalizeToolChoice, normalizeTools, templateError, toNativeJson, toOpenAiMessages, type ChatFormatOptions, type ChatMessage } from "./chat-format.js";
 import { ChatSession, type ChatSessionOptions } from "./chat.js";
 import { createCompletionStream, type CompletionResult, type CompletionStream } from "./completion.js";
 import { LlamaContext, type EmbedOptions } from "./context.js";
@@ -255,16 +255,16 @@ export class LlamaModel implements ModelHandle<LlamaContext<LlamaModel>> {
     let format: NativeChatFormat;
     try {
       format = this.#native.formatChat({
-        messages: JSON.stringify(toOpenAiMessages(messages)),
-        tools: tools.length > 0 ? JSON.stringify(tools.map((tool) => ({ type: "function", function: { parameters: { type: "object", properties: {} }, ...tool } }))) : null,
+        messages: toNativeJson(toOpenAiMessages(messages)),
+        tools: tools.length > 0 ? toNativeJson(tools.map((tool) => ({ type: "function", function: { parameters: { type: "object", properties: {} }, ...tool } }))) : null,
         toolChoice: choice.choice,
         namedTool: choice.named ?? null,
         parallelToolCalls: options.parallelToolCalls ?? null,
         addAssistantPrompt: options.addAssistantPrompt ?? true,
         enableThinking: options.thinking ?? true,
         extractReasoning: true,
-        templateKwargs: options.templateVariables === undefined ? null : JSON.stringify(options.templateVariables),
-        jsonSchema: options.jsonSchema === undefined ? null : JSON.stringify(options.jsonSchema),
+        templateKwargs: options.templateVariables === undefined ? null : toNativeJson(options.templateVariables),
+        jsonSchema: options.jsonSchema === undefined ? null : toNativeJson(options.jsonSchema),
         template,
         templateName,
       });

@@ -4,7 +4,8 @@
 //
 //   llama-oci-chat-oracle < request.json > answer.json
 //
-// request: { "template": "<jinja source>", "bos": "<s>", "eos": "</s>", "messages": [OpenAI messages],
+// request: { "model": "<GGUF path, loaded vocab-only for its BOS/EOS; none: no model>", "template": "<jinja source>",
+//            "messages": [OpenAI messages],
 //            "tools": [OpenAI tools] | null, "tool_choice": "auto" | "none" | "required",
 //            "parallel_tool_calls": bool | null, "enable_thinking": bool, "reasoning_format": "deepseek" | "none",
 //            "add_generation_prompt": bool, "outputs": [{ "text": "...", "partial": bool }] }
@@ -14,6 +15,7 @@
 //            "parsed": [{ "content", "reasoning", "tool_calls": [{ "name", "arguments", "id" }] } | { "error" }] }
 #include <chat.h>
 #include <json.h>
+#include <llama.h>
 
 #include <iostream>
 #include <iterator>
@@ -43,8 +45,15 @@ int main() {
   try {
     const std::string input((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
     const json request = json::parse(input);
-    auto templates = common_chat_templates_init(nullptr, request.at("template").get<std::string>(),
-                                                Text(request, "bos", ""), Text(request, "eos", ""));
+    llama_log_set([](ggml_log_level, const char*, void*) {}, nullptr);
+    llama_backend_init();
+    llama_model_params modelParams = llama_model_default_params();
+    modelParams.vocab_only = true;
+    // Without a model (as tests/test-chat.cpp reads templates): no BOS or EOS token.
+    const std::string modelPath = Text(request, "model", "");
+    llama_model* model = modelPath.empty() ? nullptr : llama_model_load_from_file(modelPath.c_str(), modelParams);
+    if (model == nullptr && !modelPath.empty()) throw std::runtime_error("cannot load the model's vocabulary");
+    auto templates = common_chat_templates_init(model, request.at("template").get<std::string>());
     common_chat_templates_inputs inputs;
     inputs.use_jinja = true;
     inputs.messages = common_chat_msgs_parse_oaicompat(request.at("messages"));
@@ -95,6 +104,8 @@ int main() {
     }
     answer["parsed"] = parsed;
     std::cout << answer.dump() << std::endl;
+    templates.reset();
+    if (model != nullptr) llama_model_free(model);
     return 0;
   } catch (const std::exception& e) {
     std::cout << json{{"fatal", e.what()}}.dump() << std::endl;
