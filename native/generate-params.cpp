@@ -45,12 +45,12 @@ GenerateParams ReadGenerateParams(const Napi::Object& params) {
   return out;
 }
 
-std::string TokenPiece(const llama_vocab* vocab, llama_token token) {
+std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special) {
   std::string piece(32, '\0');
-  int32_t n = llama_token_to_piece(vocab, token, piece.data(), static_cast<int32_t>(piece.size()), 0, false);
+  int32_t n = llama_token_to_piece(vocab, token, piece.data(), static_cast<int32_t>(piece.size()), 0, special);
   if (n < 0) {
     piece.resize(static_cast<size_t>(-n));
-    n = llama_token_to_piece(vocab, token, piece.data(), static_cast<int32_t>(piece.size()), 0, false);
+    n = llama_token_to_piece(vocab, token, piece.data(), static_cast<int32_t>(piece.size()), 0, special);
   }
   piece.resize(n < 0 ? 0 : static_cast<size_t>(n));
   return piece;

@@ -33,8 +33,8 @@ struct GenerateParams {
 // Throws Napi::TypeError naming the field that is wrong.
 GenerateParams ReadGenerateParams(const Napi::Object& params);
 
-// The text of one token (its bytes may end inside a UTF-8 character).
-std::string TokenPiece(const llama_vocab* vocab, llama_token token);
+// The text of one token (its bytes may end inside a UTF-8 character); `special`: a special token's text too.
+std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special = false);
 
 // How many tokens a context shift keeps at the start: `keep`, but at least a leading BOS, and so that at least a
 // few tokens can go.

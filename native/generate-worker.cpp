@@ -146,7 +146,7 @@ class GenerateTask : public Task {
         stopReason_ = "eos";
         return;
       }
-      Emit(filter_.Push(utf8_.Push(TokenPiece(vocab, token))));
+      Emit(filter_.Push(utf8_.Push(TokenPiece(vocab, token, sampler.RendersSpecial(token)))));
       if (filter_.stopped()) {
         stopReason_ = "stop";
         return;

@@ -4,6 +4,9 @@
 #include <string>
 #include <vector>
 
+#include <chat.h>
+#include <json.h>
+
 #include "chat-template.h"
 #include "context.h"
 #include "js-args.h"
@@ -99,6 +102,7 @@ Napi::Function ModelWrap::Define(Napi::Env env) {
                          InstanceMethod<&ModelWrap::Tokenize>("tokenize"),
                          InstanceMethod<&ModelWrap::Detokenize>("detokenize"),
                          InstanceMethod<&ModelWrap::ApplyChatTemplate>("applyChatTemplate"),
+                         InstanceMethod<&ModelWrap::FormatChat>("formatChat"),
                          InstanceMethod<&ModelWrap::JsonSchemaToGrammar>("jsonSchemaToGrammar"),
                          InstanceMethod<&ModelWrap::CreateContext>("createContext"),
                          InstanceMethod<&ModelWrap::Dispose>("dispose"),
@@ -126,6 +130,7 @@ ModelWrap::~ModelWrap() {
 
 void ModelWrap::Release() {
   defaultTemplates_.reset();
+  templateCache_.clear();
   handle_.reset();
 }
 
@@ -219,12 +224,113 @@ Napi::Value ModelWrap::Detokenize(const Napi::CallbackInfo& info) {
   }
 }
 
+namespace {
+
+const char* TriggerTypeName(common_grammar_trigger_type type) {
+  switch (type) {
+    case COMMON_GRAMMAR_TRIGGER_TYPE_TOKEN: return "token";
+    case COMMON_GRAMMAR_TRIGGER_TYPE_WORD: return "word";
+    case COMMON_GRAMMAR_TRIGGER_TYPE_PATTERN: return "pattern";
+    case COMMON_GRAMMAR_TRIGGER_TYPE_PATTERN_FULL: return "patternFull";
+    default: return "unknown";
+  }
+}
+
+Napi::Array StringsToJs(Napi::Env env, const std::vector<std::string>& strings) {
+  Napi::Array out = Napi::Array::New(env, strings.size());
+  for (size_t i = 0; i < strings.size(); i++) out.Set(static_cast<uint32_t>(i), strings[i]);
+  return out;
+}
+
+Napi::Object ChatMessageToJs(Napi::Env env, const common_chat_msg& msg) {
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("content", msg.content);
+  out.Set("reasoning", msg.reasoning_content);
+  Napi::Array calls = Napi::Array::New(env, msg.tool_calls.size());
+  for (size_t i = 0; i < msg.tool_calls.size(); i++) {
+    Napi::Object call = Napi::Object::New(env);
+    call.Set("name", msg.tool_calls[i].name);
+    call.Set("arguments", msg.tool_calls[i].arguments);
+    call.Set("id", msg.tool_calls[i].id);
+    calls.Set(static_cast<uint32_t>(i), call);
+  }
+  out.Set("toolCalls", calls);
+  return out;
+}
+
+// A conversation in one of llama.cpp's built-in formats: the prompt, and a parser that takes the answer as content.
+ChatFormat BuiltinChat(const std::string& name, const ChatRequest& request) {
+  std::vector<ChatMessage> messages;
+  const common_json json = common_json::parse(request.messagesJson);
+  for (const auto& message : json) {
+    std::string content;
+    const auto& value = message.contains("content") ? message.at("content") : common_json();
+    if (value.is_string()) {
+      content = value.get<std::string>();
+    } else if (value.is_array()) {
+      for (const auto& part : value) {
+        if (!content.empty()) content += "\n";
+        content += part.value("text", "");
+      }
+    }
+    messages.push_back({message.value("role", ""), content});
+  }
+  ChatFormat format;
+  format.params = std::make_shared<common_chat_params>();
+  format.params->prompt = ApplyBuiltinChatTemplate(name, messages, request.addAssistantPrompt);
+  format.parser = std::make_shared<common_chat_parser_params>();
+  return format;
+}
+
+// parse(text, partial): the answer so far as { content, reasoning, toolCalls } (llama.cpp's chat parser). A final
+// parse (partial false) throws when the text does not follow the template's format.
+Napi::Function ChatParserFunction(Napi::Env env, std::shared_ptr<common_chat_parser_params> parser) {
+  return Napi::Function::New(
+      env,
+      [parser](const Napi::CallbackInfo& info) -> Napi::Value {
+        Napi::Env e = info.Env();
+        const std::string text = StringArg(info, 0, "text");
+        const bool partial = BoolArg(info, 1, false);
+        try {
+          return ChatMessageToJs(e, common_chat_parse(text, partial, *parser));
+        } catch (const Napi::Error&) {
+          throw;
+        } catch (const std::exception& ex) {
+          throw Napi::Error::New(e, ex.what());
+        }
+      },
+      "parse");
+}
+
+}  // namespace
+
+const ChatTemplates& ModelWrap::Templates(Napi::Env env, const std::string& source, const std::string& name) {
+  const llama_model* model = Handle(env)->model;
+  if (source.empty()) {
+    if (!defaultTemplates_) {
+      defaultTemplates_ = std::make_unique<ChatTemplates>(
+          LoadChatTemplates(model, "", name.empty() ? "the GGUF's chat template (tokenizer.chat_template)" : name));
+    }
+    if (!name.empty() && !defaultTemplates_->isDefault) defaultTemplates_->name = name;
+    return *defaultTemplates_;
+  }
+  auto found = templateCache_.find(source);
+  if (found != templateCache_.end()) {
+    found->second.name = name.empty() ? "the chat template given" : name;
+    return found->second;
+  }
+  ChatTemplates loaded = LoadChatTemplates(model, source, name.empty() ? "the chat template given" : name);
+  if (templateCache_.size() >= 8) templateCache_.clear();
+  return templateCache_.emplace(source, std::move(loaded)).first->second;
+}
+
 Napi::Value ModelWrap::ApplyChatTemplate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  const llama_model* model = Handle(env)->model;
+  Handle(env);
   if (info.Length() < 1 || !info[0].IsArray())
     throw Napi::TypeError::New(env, "messages must be an array of { role, content }");
   std::vector<ChatMessage> messages;
+  common_json json = common_json::array();
   auto array = info[0].As<Napi::Array>();
   for (uint32_t i = 0; i < array.Length(); i++) {
     Napi::Value item = array.Get(i);
@@ -232,29 +338,96 @@ Napi::Value ModelWrap::ApplyChatTemplate(const Napi::CallbackInfo& info) {
     auto object = item.As<Napi::Object>();
     messages.push_back({StringField(object, "role", ""), StringField(object, "content", "")});
     if (messages.back().role.empty()) throw Napi::TypeError::New(env, "message " + std::to_string(i) + " has no role");
+    json.push_back({{"role", messages.back().role}, {"content", messages.back().content}});
   }
   const bool addAssistantPrompt = BoolArg(info, 1, true);
   const bool hasOverride = info.Length() > 2 && info[2].IsString();
   if (info.Length() > 2 && !hasOverride && !info[2].IsNull() && !info[2].IsUndefined()) {
     throw Napi::TypeError::New(env, "template must be a string or null");
   }
+  const std::string name = info.Length() > 3 && info[3].IsString() ? info[3].As<Napi::String>().Utf8Value() : "";
   try {
-    if (hasOverride) {
-      const std::string source = info[2].As<Napi::String>().Utf8Value();
-      if (IsBuiltinTemplateName(source)) {
-        return Napi::String::New(env, ApplyBuiltinChatTemplate(source, messages, addAssistantPrompt));
+    const std::string source = hasOverride ? info[2].As<Napi::String>().Utf8Value() : "";
+    if (hasOverride && IsBuiltinTemplateName(source)) {
+      return Napi::String::New(env, ApplyBuiltinChatTemplate(source, messages, addAssistantPrompt));
+    }
+    ChatRequest request;
+    request.messagesJson = json.dump();
+    request.addAssistantPrompt = addAssistantPrompt;
+    return Napi::String::New(env, llama_oci::FormatChat(Templates(env, source, name), request).params->prompt);
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+Napi::Value ModelWrap::FormatChat(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Handle(env);
+  Napi::Object options = ObjectArg(info, 0, "chat request");
+  ChatRequest request;
+  request.messagesJson = StringField(options, "messages", "[]");
+  request.toolsJson = StringField(options, "tools", "");
+  request.toolChoice = StringField(options, "toolChoice", "auto");
+  request.namedTool = StringField(options, "namedTool", "");
+  Napi::Value parallel = options.Get("parallelToolCalls");
+  if (parallel.IsBoolean()) request.parallelToolCalls = parallel.As<Napi::Boolean>().Value() ? 1 : 0;
+  request.addAssistantPrompt = BoolField(options, "addAssistantPrompt", true);
+  request.enableThinking = BoolField(options, "enableThinking", true);
+  request.extractReasoning = BoolField(options, "extractReasoning", true);
+  request.kwargsJson = StringField(options, "templateKwargs", "");
+  request.jsonSchema = StringField(options, "jsonSchema", "");
+  const std::string source = StringField(options, "template", "");
+  const std::string name = StringField(options, "templateName", "");
+  try {
+    ChatTemplates builtin;
+    ChatFormat format;
+    const bool isBuiltin = IsBuiltinTemplateName(source) && source != "chatml";
+    if (isBuiltin) {
+      // One of llama.cpp's built-in formats by name: text messages only, the answer is all content.
+      if (!request.toolsJson.empty()) {
+        throw std::runtime_error("\"" + source +
+                                 "\" is one of llama.cpp's built-in formats, which cannot describe tools: give a Jinja "
+                                 "chat template");
       }
-      std::string jinjaError;
-      auto templates = LoadChatTemplates(model, source, &jinjaError);
-      return Napi::String::New(
-          env, llama_oci::ApplyChatTemplate(templates.get(), source, jinjaError, messages, addAssistantPrompt));
+      builtin.name = "the built-in chat format \"" + source + "\"";
+      format = BuiltinChat(source, request);
     }
-    if (!defaultTemplates_ && defaultTemplatesError_.empty()) {
-      defaultTemplates_ = LoadChatTemplates(model, "", &defaultTemplatesError_);
+    const ChatTemplates& templates = isBuiltin ? builtin : Templates(env, source, name);
+    if (!isBuiltin) format = llama_oci::FormatChat(templates, request);
+    const common_chat_params& params = *format.params;
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("prompt", params.prompt);
+    out.Set("format", common_chat_format_name(params.format));
+    out.Set("grammar", params.grammar);
+    out.Set("grammarLazy", params.grammar_lazy);
+    Napi::Array triggers = Napi::Array::New(env, params.grammar_triggers.size());
+    for (size_t i = 0; i < params.grammar_triggers.size(); i++) {
+      Napi::Object trigger = Napi::Object::New(env);
+      trigger.Set("type", TriggerTypeName(params.grammar_triggers[i].type));
+      trigger.Set("value", params.grammar_triggers[i].value);
+      triggers.Set(static_cast<uint32_t>(i), trigger);
     }
-    const char* source = llama_model_chat_template(model, nullptr);
-    return Napi::String::New(env, llama_oci::ApplyChatTemplate(defaultTemplates_.get(), source != nullptr ? source : "",
-                                                               defaultTemplatesError_, messages, addAssistantPrompt));
+    out.Set("grammarTriggers", triggers);
+    out.Set("preservedTokens", StringsToJs(env, params.preserved_tokens));
+    out.Set("additionalStops", StringsToJs(env, params.additional_stops));
+    out.Set("generationPrompt", params.generation_prompt);
+    out.Set("supportsThinking", params.supports_thinking);
+    out.Set("thinkingStartTag", params.thinking_start_tag);
+    out.Set("thinkingEndTags", StringsToJs(env, params.thinking_end_tags));
+    out.Set("parallelToolCalls", format.parallelToolCalls);
+    out.Set("parseToolCalls", format.parseToolCalls);
+    out.Set("forcedToolCallOpener", format.forcedOpener);
+    out.Set("templateName", templates.name);
+    out.Set("usesDefaultTemplate", templates.isDefault);
+    Napi::Object caps = Napi::Object::New(env);
+    if (!isBuiltin) {
+      for (const auto& [key, value] : ChatTemplateCaps(templates)) caps.Set(key, value);
+    }
+    out.Set("caps", caps);
+    out.Set("parse", ChatParserFunction(env, format.parser));
+    return out;
   } catch (const Napi::Error&) {
     throw;
   } catch (const std::exception& e) {

@@ -4,13 +4,13 @@
 
 #include <napi.h>
 
+#include <map>
 #include <memory>
 #include <string>
 
 #include "addon.h"
+#include "chat-template.h"
 #include "llama.h"
-
-struct common_chat_templates;
 
 namespace llama_oci {
 
@@ -61,6 +61,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value Tokenize(const Napi::CallbackInfo& info);
   Napi::Value Detokenize(const Napi::CallbackInfo& info);
   Napi::Value ApplyChatTemplate(const Napi::CallbackInfo& info);
+  Napi::Value FormatChat(const Napi::CallbackInfo& info);
   Napi::Value JsonSchemaToGrammar(const Napi::CallbackInfo& info);
   Napi::Value CreateContext(const Napi::CallbackInfo& info);
   void Dispose(const Napi::CallbackInfo& info);
@@ -68,12 +69,14 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 
   // The handle, or a thrown "model has been disposed".
   const ModelPtr& Handle(Napi::Env env) const;
+  // The model's own template (`source` empty) or `source`, parsed once (a few recent ones are kept).
+  const ChatTemplates& Templates(Napi::Env env, const std::string& source, const std::string& name);
 
   ModelPtr handle_;
   std::shared_ptr<LiveObjects> live_;
-  // The model's own chat template, parsed once (JS thread only).
-  std::shared_ptr<common_chat_templates> defaultTemplates_;
-  std::string defaultTemplatesError_;
+  // The model's own chat template and recent overrides, parsed once (JS thread only).
+  std::unique_ptr<ChatTemplates> defaultTemplates_;
+  std::map<std::string, ChatTemplates> templateCache_;
 };
 
 }  // namespace llama_oci

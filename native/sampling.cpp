@@ -1,7 +1,13 @@
 #include "sampling.h"
 
+#include <cctype>
+#include <climits>
 #include <cmath>
 #include <stdexcept>
+
+// llama.cpp's common library: tokenizing the template's words, regex_escape, the reasoning-budget tracker.
+#include <common.h>
+#include <reasoning-budget.h>
 
 #include "js-args.h"
 #include "log.h"
@@ -53,6 +59,43 @@ std::vector<llama_logit_bias> LogitBiasField(const Napi::Object& object) {
   return out;
 }
 
+// The text's tokens as the template wrote it (special tokens parsed), without BOS.
+std::vector<llama_token> Tokens(const llama_vocab* vocab, const std::string& text) {
+  return common_tokenize(vocab, text, false, true);
+}
+
+std::string Pieces(const llama_vocab* vocab, const std::vector<llama_token>& tokens, size_t from = 0) {
+  std::string out;
+  for (size_t i = from; i < tokens.size(); i++) {
+    char piece[256];
+    const int32_t n = llama_token_to_piece(vocab, tokens[i], piece, sizeof(piece), 0, true);
+    if (n > 0) out.append(piece, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+// Tokens whose pieces spell exactly `text`. A tokenizer that puts a space before the first word (SentencePiece's
+// dummy prefix) would add one that is not in the text, so then the text is tokenized after a newline and the
+// tokens of that newline (and space) are left out.
+std::vector<llama_token> TextTokens(const llama_vocab* vocab, const std::string& text) {
+  if (text.empty()) return {};
+  std::vector<llama_token> tokens = Tokens(vocab, text);
+  const std::string spelled = Pieces(vocab, tokens);
+  if (spelled == text) return tokens;
+  if (spelled == " " + text && Pieces(vocab, {tokens.front()}) == " ") return {tokens.begin() + 1, tokens.end()};
+  tokens = Tokens(vocab, "\n" + text);
+  std::string prefix;
+  for (size_t i = 0; i < tokens.size(); i++) {
+    if ((prefix == "\n" || prefix == " \n") && Pieces(vocab, tokens, i) == text)
+      return {tokens.begin() + static_cast<std::ptrdiff_t>(i), tokens.end()};
+    prefix += Pieces(vocab, {tokens[i]});
+    if (prefix.size() > 2) break;
+  }
+  throw std::runtime_error(
+      "the template's generation prompt cannot be spelled in this model's tokens, so the tool-call "
+      "grammar cannot start after it");
+}
+
 }  // namespace
 
 SamplingOptions ReadSamplingOptions(const Napi::Object& object) {
@@ -94,6 +137,23 @@ SamplingOptions ReadSamplingOptions(const Napi::Object& object) {
     if (options.grammarRoot.empty()) options.grammarRoot = "root";
   }
   options.grammarFirst = BoolField(object, "grammarFirst", false);
+  options.grammarLazy = BoolField(object, "grammarLazy", false);
+  Napi::Value triggers = object.Get("grammarTriggers");
+  if (triggers.IsArray()) {
+    auto array = triggers.As<Napi::Array>();
+    for (uint32_t i = 0; i < array.Length(); i++) {
+      Napi::Value item = array.Get(i);
+      if (!item.IsObject()) throw Napi::TypeError::New(object.Env(), "grammarTriggers must hold { type, value }");
+      auto trigger = item.As<Napi::Object>();
+      options.grammarTriggers.push_back({StringField(trigger, "type", "word"), StringField(trigger, "value", "")});
+    }
+  } else if (!triggers.IsUndefined() && !triggers.IsNull()) {
+    throw Napi::TypeError::New(object.Env(), "grammarTriggers must be an array");
+  }
+  options.grammarPrefill = StringField(object, "grammarPrefill", "");
+  options.thinkingStart = StringField(object, "thinkingStart", "");
+  options.thinkingEnd = StringArrayField(object, "thinkingEnd", {});
+  options.preservedTokens = StringArrayField(object, "preservedTokens", {});
   // What llama.cpp's samplers would assert on, or misbehave with (common_sampler_init's own checks included).
   if (!(options.repeatPenalty > 0) || !std::isfinite(options.repeatPenalty))
     throw Napi::RangeError::New(env, "repeatPenalty must be greater than 0");
@@ -115,15 +175,80 @@ Sampler::Sampler(const llama_vocab* vocab, const SamplingOptions& options, uint3
   params.no_perf = true;
   chain_.reset(llama_sampler_chain_init(params));
 
+  // Preserved words that are one token each (as llama-server keeps them).
+  for (const auto& word : options.preservedTokens) {
+    const auto ids = Tokens(vocab, word);
+    if (ids.size() == 1) preserved_.insert(ids[0]);
+  }
+
   if (options.hasGrammar) {
     LogCapture capture;
-    llama_sampler* grammar = llama_sampler_init_grammar(vocab, options.grammar.c_str(), options.grammarRoot.c_str());
+    llama_sampler* grammar = nullptr;
+    if (options.grammarLazy) {
+      // llama-server's reading of the triggers: a word that is one token triggers on that token, any other word
+      // on its text, a pattern as it is, a full pattern anchored at both ends.
+      std::vector<std::string> patterns;
+      std::vector<llama_token> tokens;
+      for (const auto& trigger : options.grammarTriggers) {
+        if (trigger.type == "word" || trigger.type == "token") {
+          const auto ids = Tokens(vocab, trigger.value);
+          if (ids.size() == 1) {
+            tokens.push_back(ids[0]);
+            preserved_.insert(ids[0]);
+          } else {
+            patterns.push_back(regex_escape(trigger.value));
+          }
+        } else if (trigger.type == "pattern") {
+          patterns.push_back(trigger.value);
+        } else if (trigger.type == "patternFull") {
+          const std::string& p = trigger.value;
+          patterns.push_back(p.empty() ? "^$" : (p.front() != '^' ? "^" : "") + p + (p.back() != '$' ? "$" : ""));
+        } else {
+          throw std::runtime_error("unknown grammar trigger type \"" + trigger.type + "\"");
+        }
+      }
+      if (patterns.empty() && tokens.empty()) throw std::runtime_error("a lazy grammar needs at least one trigger");
+      std::vector<const char*> cPatterns;
+      for (const auto& pattern : patterns) cPatterns.push_back(pattern.c_str());
+      grammar =
+          llama_sampler_init_grammar_lazy_patterns(vocab, options.grammar.c_str(), options.grammarRoot.c_str(),
+                                                   cPatterns.data(), cPatterns.size(), tokens.data(), tokens.size());
+    } else {
+      grammar = llama_sampler_init_grammar(vocab, options.grammar.c_str(), options.grammarRoot.c_str());
+    }
     if (grammar == nullptr) {
       const std::string reason = capture.FirstError();
       throw std::runtime_error("invalid grammar" + (reason.empty() ? std::string() : ": " + reason));
     }
+    std::unique_ptr<llama_sampler, SamplerDeleter> owned(grammar);
+
+    // What the template already wrote of the answer (e.g. "<think>" or a tool-call opener) is fed to an eager
+    // grammar, so that it constrains what follows (common_sampler_init's prefill).
+    // A lazy grammar is not fed (a trigger starts it), but the thinking tracker is: "<think>" may be in the prompt.
+    const bool tracksThinking = options.grammarLazy && !options.thinkingStart.empty() && !options.thinkingEnd.empty();
+    const std::vector<llama_token> prefill =
+        !options.grammarLazy || tracksThinking ? TextTokens(vocab, options.grammarPrefill) : std::vector<llama_token>();
+    if (!options.grammarLazy) {
+      try {
+        for (llama_token token : prefill) llama_sampler_accept(owned.get(), token);
+      } catch (const std::exception& e) {
+        throw std::runtime_error(std::string("the grammar does not accept the template's generation prompt: ") +
+                                 e.what());
+      }
+    }
+
+    if (tracksThinking) {
+      std::vector<llama_tokens> ends;
+      // Spelled as the template writes them, the way the generation prompt is (no tokenizer's leading space).
+      for (const auto& tag : options.thinkingEnd) {
+        if (!tag.empty()) ends.push_back(TextTokens(vocab, tag));
+      }
+      reasoning_.reset(common_reasoning_budget_init(vocab, {TextTokens(vocab, options.thinkingStart)}, ends,
+                                                    ends.empty() ? llama_tokens() : ends.front(), INT_MAX));
+      for (llama_token token : prefill) llama_sampler_accept(reasoning_.get(), token);
+    }
     // Not in the chain: Sample() checks the chain's choice against it (common_sampler's rejection sampling).
-    grammar_.reset(grammar);
+    grammar_ = std::move(owned);
   }
 
   // -1 means the whole context, as in llama.cpp's tools; more than the context can hold is the same thing.
@@ -209,36 +334,55 @@ llama_token Sampler::Selected() const {
 
 llama_token Sampler::Sample(llama_context* ctx, int32_t index) {
   SetLogits(ctx, index);
-  if (grammar_ && grammarFirst_) llama_sampler_apply(grammar_.get(), &array_);
+  // With thinking tags beside a lazy grammar (llama.cpp's reasoning tracker): while the model thinks, the grammar is
+  // neither applied nor fed, so a trigger inside the thoughts does not start a call.
+  if (reasoning_) llama_sampler_apply(reasoning_.get(), &array_);
+  llama_sampler* grammar = grammar_ && (!reasoning_ || GrammarApplies()) ? grammar_.get() : nullptr;
+  if (grammar && grammarFirst_) llama_sampler_apply(grammar, &array_);
   llama_sampler_apply(chain_.get(), &array_);
   llama_token token = Selected();
-  bool constrained = grammar_ && grammarFirst_;
+  bool constrained = grammar && grammarFirst_;
 
-  if (grammar_ && !grammarFirst_) {
+  if (grammar && !grammarFirst_) {
     // Does the grammar accept the chain's choice? Checking one token is cheap; constraining the whole vocabulary
     // (every token's text against every grammar stack) is what makes grammar-first sampling slow.
     llama_token_data single = {token, 1.0f, 0.0f};
     llama_token_data_array one = {&single, 1, -1, false};
-    llama_sampler_apply(grammar_.get(), &one);
+    llama_sampler_apply(grammar, &one);
     if (single.logit == -INFINITY) {
       resamples_++;
       SetLogits(ctx, index);
-      llama_sampler_apply(grammar_.get(), &array_);
+      if (reasoning_) llama_sampler_apply(reasoning_.get(), &array_);
+      llama_sampler_apply(grammar, &array_);
       llama_sampler_apply(chain_.get(), &array_);
       token = Selected();
       constrained = true;
     }
   }
-  if (grammar_) {
+  if (grammar) {
     // llama.cpp aborts the process when a grammar is made to accept a token it does not allow (an end-of-generation
     // token before the grammar is complete): that is the case only when the grammar left no candidate at all.
     if (constrained && array_.data[array_.selected].logit == -INFINITY) {
       throw std::runtime_error("the grammar allows no token here (the output cannot be completed)");
     }
-    llama_sampler_accept(grammar_.get(), token);
   }
+  if (reasoning_) {
+    llama_sampler_accept(reasoning_.get(), token);
+    if (!grammar && grammar_ && common_reasoning_budget_get_state(reasoning_.get()) == REASONING_BUDGET_DONE) {
+      // The thoughts just ended: the end tag may hold a trigger the grammar must see.
+      if (const llama_tokens* end = common_reasoning_budget_get_end_match(reasoning_.get())) {
+        for (llama_token t : *end) llama_sampler_accept(grammar_.get(), t);
+      }
+    }
+  }
+  if (grammar) llama_sampler_accept(grammar, token);
   llama_sampler_accept(chain_.get(), token);
   return token;
+}
+
+bool Sampler::GrammarApplies() const {
+  const auto state = common_reasoning_budget_get_state(reasoning_.get());
+  return state == REASONING_BUDGET_IDLE || state == REASONING_BUDGET_DONE;
 }
 
 }  // namespace llama_oci

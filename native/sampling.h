@@ -5,6 +5,7 @@
 #include <napi.h>
 
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -41,6 +42,21 @@ struct SamplingOptions {
   // Apply the grammar to every candidate before the chain instead of checking only the sampled token (slower; the
   // same tokens when greedy). Tests and benchmarks compare the two.
   bool grammarFirst = false;
+  // A tool-call grammar from the chat template (common_chat_params): a lazy one applies from the moment one of its
+  // triggers appears in the output; an eager one from the start, after the generation prompt the template already
+  // wrote (grammarPrefill), which is fed to the grammar first.
+  bool grammarLazy = false;
+  struct Trigger {
+    std::string type;  // "token", "word", "pattern", "patternFull"
+    std::string value;
+  };
+  std::vector<Trigger> grammarTriggers;
+  std::string grammarPrefill;
+  // Thinking tags: a lazy grammar is off while the model thinks, so a trigger inside the thoughts is not a call.
+  std::string thinkingStart;
+  std::vector<std::string> thinkingEnd;
+  // Words that are single tokens and must come out as text even when special (tool-call markers).
+  std::vector<std::string> preservedTokens;
 };
 
 // Reads NativeSamplingOptions (JS thread); missing fields keep the defaults above. Throws Napi::TypeError or
@@ -69,13 +85,20 @@ class Sampler {
 
   // How often the grammar rejected the first choice and the whole vocabulary was constrained and sampled again.
   uint64_t resamples() const { return resamples_; }
+  // Whether `token` is written out as its text although special (one of the preserved tokens).
+  bool RendersSpecial(llama_token token) const { return preserved_.count(token) != 0; }
 
  private:
   void SetLogits(llama_context* ctx, int32_t index);
   llama_token Selected() const;
+  bool GrammarApplies() const;
 
   std::unique_ptr<llama_sampler, SamplerDeleter> chain_;
   std::unique_ptr<llama_sampler, SamplerDeleter> grammar_;
+  // With thinking tags and a lazy grammar, the reasoning tracker runs beside the grammar (as llama.cpp's
+  // common_sampler does): the grammar neither applies nor sees tokens while the model thinks.
+  std::unique_ptr<llama_sampler, SamplerDeleter> reasoning_;
+  std::set<llama_token> preserved_;
   bool grammarFirst_ = false;
   int32_t vocabSize_ = 0;
   std::vector<llama_token_data> candidates_;

@@ -632,7 +632,7 @@ void SequenceEngine::Sample(EngineJob& job, int32_t index) {
     Finish(job, "eos");
     return;
   }
-  Emit(job, job.filter.Push(job.utf8.Push(TokenPiece(vocab, token))));
+  Emit(job, job.filter.Push(job.utf8.Push(TokenPiece(vocab, token, job.sampler->RendersSpecial(token)))));
   if (job.filter.stopped()) {
     Finish(job, "stop");
     return;

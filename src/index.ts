@@ -44,10 +44,25 @@ export type { ArtifactFormat, ModelFileKind } from "./oci/model/index.js";
 export type { RetryPolicy } from "./oci/transport/index.js";
 export { LlamaOciError, type ErrorCode } from "./errors.js";
 export { llama, type FromDockerOptions } from "./llama/llama.js";
-export { LlamaModel, type TokenizeOptions, type DetokenizeOptions, type CreateContextOptions, type RerankOptions, type RerankResult } from "./llama/model.js";
+export { LlamaModel, type TokenizeOptions, type DetokenizeOptions, type CreateContextOptions, type RerankOptions, type RerankResult, type FormatChatOptions, type FormattedChat } from "./llama/model.js";
 export { LlamaContext, type EmbedOptions, type BenchOptions } from "./llama/context.js";
 export type { CompletionResult, CompletionStream, CompletionTimings, StopReason } from "./llama/completion.js";
-export { ChatSession, type ChatMessage, type ChatSessionOptions } from "./llama/chat.js";
+export {
+  ChatSession,
+  type ChatMessage,
+  type ChatSessionOptions,
+  type ChatSendOptions,
+  type ChatReply,
+  type ChatStream,
+  type ChatInput,
+  type ChatDelta,
+  type ChatTool,
+  type ChatToolCall,
+  type ChatToolCallDelta,
+  type ChatToolChoice,
+  type ChatTextPart,
+} from "./llama/chat.js";
+export type { ChatFormatOptions, ChatContent, ParsedChatMessage } from "./llama/chat-format.js";
 export type {
   LoadModelOptions,
   ContextOptions,

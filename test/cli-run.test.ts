@@ -146,7 +146,7 @@ describe("chat", () => {
   test("with piped stdin, each line is a message and each answer is printed on its own line", async () => {
     const model = await llama.loadModel(modelPath, { gpuLayers: 0 });
     const chat = model.createChat({ systemPrompt: "Be brief." });
-    const answers = [await chat.send("Hello", { temperature: 0, maxTokens: 6 }), await chat.send("And then?", { temperature: 0, maxTokens: 6 })];
+    const answers = [(await chat.send("Hello", { temperature: 0, maxTokens: 6 })).content, (await chat.send("And then?", { temperature: 0, maxTokens: 6 })).content];
     await model.dispose();
 
     const child = spawn(process.execPath, [CLI_PATH, "chat", "-m", modelPath, "--system", "Be brief.", "--temp", "0", "-n", "6", "-q"], {

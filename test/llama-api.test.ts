@@ -238,11 +238,12 @@ describe("chat", () => {
 
       // The same conversation replayed on a fresh session gives the same answers (greedy).
       const replay = model.createChat({ systemPrompt: "You are terse." });
-      expect(await replay.send("Hi!", { ...GREEDY, maxTokens: 8 })).toBe(first.text);
+      expect((await replay.send("Hi!", { ...GREEDY, maxTokens: 8 })).content).toBe(first.text);
       const pieces: string[] = [];
       const stream = replay.stream("More?", { ...GREEDY, maxTokens: 8 });
-      for await (const piece of stream) pieces.push(piece);
+      for await (const delta of stream) pieces.push(delta.content);
       expect(pieces.join("")).toBe(second.text);
+      expect((await stream.result).content).toBe(second.text);
       await replay.dispose();
 
       await chat.reset();

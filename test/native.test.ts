@@ -461,7 +461,7 @@ describe("embeddings, bench and chat templates", () => {
     await expect(context.bench(1000, 0, binding.createAbortFlag())).rejects.toThrow("bench needs a context of at least 1000 tokens");
   });
 
-  test("chat templates: Jinja from the GGUF, built-in names, fallback and a clear error", async () => {
+  test("chat templates: Jinja from the GGUF, built-in names, and errors naming the template and the line", async () => {
     const messages = [
       { role: "system", content: "Be brief." },
       { role: "user", content: "Hi!" },
@@ -487,11 +487,14 @@ describe("embeddings, bench and chat templates", () => {
     expect(model.applyChatTemplate(messages.slice(1), true, "llama3")).toBe(
       "<|start_header_id|>user<|end_header_id|>\n\nHi!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
     );
-    // Broken Jinja that still looks like ChatML: llama.cpp's built-in ChatML formats it.
-    expect(model.applyChatTemplate(messages.slice(1), true, "{% for m in messages %}<|im_start|>{{ m.role }")).toBe(
-      "<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n",
+    // Broken Jinja is an error naming the template and the line, never a silent fallback to a built-in format.
+    expect(() => model.applyChatTemplate(messages.slice(1), true, "{% for m in messages %}<|im_start|>{{ m.role }")).toThrow(
+      "cannot parse the chat template given: line 1, column 46: Parser Error: Expected }} (Got })",
     );
-    expect(() => model.applyChatTemplate(messages, true, "{% if %}")).toThrow(/^cannot apply the chat template: Jinja failed/);
+    expect(() => model.applyChatTemplate(messages, true, "Hi\n{% if %}", "my.jinja")).toThrow(/^cannot parse my\.jinja: line 2, column \d+: /);
+    expect(() => model.applyChatTemplate(messages, true, "A\n\n{{ raise_exception('no system role, please') }}", "strict.jinja")).toThrow(
+      "cannot render strict.jinja: line 3, column 19: the template raised an error: no system role, please",
+    );
   });
 });
 

@@ -398,8 +398,8 @@ describe("the model's default context and chats", () => {
         expect(second[i]!.timings.cachedTokens).toBeGreaterThanOrEqual(first[i]!.timings.promptTokens);
         expect(second[i]!.timings.cachedTokens).toBeGreaterThan(second[i]!.timings.promptTokens / 2);
         expect(chats[i]!.history).toHaveLength(5);
-        expect(await replays[i]!.send(`Hi number ${i}!`, { ...GREEDY, maxTokens: 12 })).toBe(first[i]!.text);
-        expect(await replays[i]!.send("More?", { ...GREEDY, maxTokens: 12 })).toBe(second[i]!.text);
+        expect((await replays[i]!.send(`Hi number ${i}!`, { ...GREEDY, maxTokens: 12 })).text).toBe(first[i]!.text);
+        expect((await replays[i]!.send("More?", { ...GREEDY, maxTokens: 12 })).text).toBe(second[i]!.text);
       }
       expect(defaultContext.decodeStats.maxSequencesPerDecode).toBeGreaterThanOrEqual(3);
     } finally {

@@ -90,7 +90,7 @@ export async function chatCommand(argv: string[], cli: CliContext): Promise<numb
         const message = next.value.trim();
         if (message === "") continue;
         turn = new AbortController();
-        const result = await chat.sendWithMeta(message, {
+        const result = await chat.send(message, {
           ...generation,
           signal: AbortSignal.any([turn.signal, cli.signal]),
           onTextChunk: (text) => void cli.stdout.write(text),

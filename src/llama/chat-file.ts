@@ -17,6 +17,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { open, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { LlamaOciError } from "../errors.js";
+import type { ChatMessage } from "./chat-format.js";
 
 export const CHAT_FILE_VERSION = 1;
 const MAGIC = Buffer.from("LLOCCHAT", "latin1");
@@ -43,7 +44,7 @@ export interface ChatFileHeader {
   savedAt: string;
   model: ModelFingerprint;
   /** The whole conversation, system prompt first when there is one. */
-  history: { role: string; content: string }[];
+  history: ChatMessage[];
   /** Index in history of the first message after the system prompt that is still in the context (older were dropped). */
   windowStart: number;
   systemPrompt?: string;
@@ -135,7 +136,7 @@ function checkHeader(path: string, header: ChatFileHeader): void {
     header.format === "llama-oci-chat" &&
     typeof header.model?.fingerprint === "string" &&
     Array.isArray(header.history) &&
-    header.history.every((m) => typeof m?.role === "string" && typeof m.content === "string") &&
+    header.history.every((m) => typeof m?.role === "string" && (typeof m.content === "string" || Array.isArray(m.content))) &&
     count(header.windowStart) &&
     count(header.contextSize) &&
     count(header.tokenCount) &&

@@ -3,7 +3,7 @@
  * messages as leave room for the answer (older turns are dropped once the conversation outgrows the context), and
  * how many tokens at the start (the system prompt's) a context shift must keep.
  */
-import type { ChatMessage } from "./chat.js";
+import type { ChatMessage } from "./chat-format.js";
 import { GENERATION_DEFAULTS, invalid } from "./options.js";
 
 /** The smallest chunk of a chat's cache shifted into place after its oldest turns were dropped (GenerationOptions.cacheReuse). */

@@ -1,31 +1,40 @@
 /**
  * ChatSession: a conversation with a model. Each turn formats the whole history with the model's chat template
- * and generates on the session's context; since the formatted history of the previous turns is already in the KV
- * cache, only the new message is evaluated. On a parallel context (the default context of a model loaded with
- * parallel > 1) a turn goes to the sequence that holds the conversation so far, as long as no other request needed it.
+ * through llama.cpp's chat layer (tools included) and generates on the session's context; since the formatted
+ * history of the previous turns is already in the KV cache, only the new messages are evaluated. The answer is
+ * parsed with the template's own parser into content, reasoning and tool calls, streamed as deltas. On a parallel
+ * context (the default context of a model loaded with parallel > 1) a turn goes to the sequence that holds the
+ * conversation so far, as long as no other request needed it.
  */
+import {
+  ChatOutputParser,
+  chatGrammarOf,
+  toolCallIdMaker,
+  type ChatDelta,
+  type ChatFormatOptions,
+  type ChatMessage,
+  type ChatTextPart,
+  type ChatToolCall,
+} from "./chat-format.js";
 import { modelFingerprint, readChatFile, writeChatFile, type ChatFile } from "./chat-file.js";
 import { chatWindow, CHAT_CACHE_REUSE } from "./chat-window.js";
-import { createCompletionStream, type CompletionResult, type CompletionStream } from "./completion.js";
+import { createPieceStream, type CompletionResult, type PieceStream } from "./completion.js";
 import type { LlamaContext } from "./context.js";
 import type { ModelHandle } from "./model-handle.js";
 import { LlamaOciError } from "../errors.js";
 import { disposedError } from "./native-errors.js";
+import type { NativeChatFormat } from "./native-types.js";
 import { invalid, type ContextOptions, type GenerationOptions } from "./options.js";
 import { TaskQueue } from "./queue.js";
 
-export interface ChatMessage {
-  /** "system", "user" or "assistant" (templates may know other roles, e.g. "tool"). */
-  role: string;
-  content: string;
-}
+export type { ChatDelta, ChatMessage, ChatTextPart, ChatTool, ChatToolCall, ChatToolCallDelta, ChatToolChoice } from "./chat-format.js";
 
-export interface ChatSessionOptions extends ContextOptions {
+export interface ChatSessionOptions extends ContextOptions, ChatFormatOptions {
   /** Put first in the conversation as a "system" message. */
   systemPrompt?: string;
-  /** A Jinja chat template used instead of the GGUF's own. */
+  /** A Jinja chat template used instead of the model's own (the artifact's, else the GGUF's). */
   chatTemplate?: string;
-  /** Earlier turns to continue from (after the system prompt). */
+  /** Earlier turns to continue from (after the system prompt), tool calls and tool results included. */
   history?: ChatMessage[];
   /** Generate on this context instead of one the session creates (and disposes) itself. */
   context?: LlamaContext;
@@ -36,6 +45,30 @@ export interface ChatSessionOptions extends ContextOptions {
    */
   contextShift?: boolean;
 }
+
+/** One turn's options: generation options, and tools, tool choice and thinking (which override the session's). */
+export interface ChatSendOptions extends GenerationOptions, ChatFormatOptions {
+  /** Each change of the answer: content, reasoning and tool-call pieces. onTextChunk gets the content pieces. */
+  onDelta?: (delta: ChatDelta) => void;
+}
+
+/** The assistant's answer: content, reasoning and tool calls, with the completion's stop reason, tokens and timings. */
+export interface ChatReply extends CompletionResult {
+  /** The answer's text (without reasoning and tool-call markup). */
+  content: string;
+  /** The model's thinking, when it is a reasoning model ("" otherwise). */
+  reasoning: string;
+  /** The calls the answer makes; answer each with a "tool" message ({ role: "tool", toolCallId, content }). */
+  toolCalls: ChatToolCall[];
+  /** The assistant message the turn added to the history. */
+  message: ChatMessage;
+}
+
+/** The answer's deltas as they are generated; `result` has the whole reply. Leaving the loop early stops it. */
+export type ChatStream = PieceStream<ChatDelta, ChatReply>;
+
+/** What a turn sends: a user message's text, a message (a tool result, say), or several messages. */
+export type ChatInput = string | ChatMessage | readonly ChatMessage[];
 
 const CHAT_TOKENIZE = { addSpecial: true, parseSpecial: true } as const;
 
@@ -74,7 +107,7 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
 
   /** The conversation so far, system prompt included (a copy). */
   get history(): ChatMessage[] {
-    return this.#history.map((message) => ({ ...message }));
+    return this.#history.map(copyMessage);
   }
 
   get disposed(): boolean {
@@ -87,44 +120,112 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
     return Math.max(0, this.#windowStart - system);
   }
 
-  /** Sends a user message and returns the assistant's answer (streamed through onTextChunk when given). */
-  async send(message: string, options: GenerationOptions = {}): Promise<string> {
-    return (await this.sendWithMeta(message, options)).text;
-  }
-
   /**
-   * Like send(), with stop reason and timings. An aborted answer resolves with what was generated so far, and
-   * that partial answer stays in the history.
+   * Sends a user message (or tool results, or any messages) and returns the assistant's answer: `{ content,
+   * reasoning, toolCalls }` with the stop reason and timings. With `tools`, the answer may call them; send each
+   * call's result back as a "tool" message to get the next answer. An aborted answer resolves with what was
+   * generated so far, and that partial answer stays in the history.
    */
-  sendWithMeta(message: string, options: GenerationOptions = {}): Promise<CompletionResult> {
+  async send(input: ChatInput, options: ChatSendOptions = {}): Promise<ChatReply> {
     this.#assertUsable();
-    if (typeof message !== "string") throw invalid("a chat message must be a string");
+    const added = inputMessages(input);
     // Turns are serialised here, not only on the context, because each turn reads the history the last one wrote.
-    return this.#queue.run(async () => {
+    return await this.#queue.run(async () => {
       this.#assertUsable();
       const context = await this.#getContext();
-      const messages = [...this.#history, { role: "user", content: message }];
-      const contextShift = options.contextShift ?? this.#options.contextShift ?? true;
-      const maxTokens = options.maxTokens ?? this.model.generationDefaults.maxTokens;
-      const format = async (list: ChatMessage[], addAssistantPrompt: boolean) => {
-        const text = this.model.applyChatTemplate(list, { addAssistantPrompt, template: this.#options.chatTemplate });
-        return dropDoubleBos(await this.model.tokenize(text, CHAT_TOKENIZE), this.model.info.bosToken);
+      const messages = [...this.#history, ...added];
+      const { onDelta, onTextChunk, tools, toolChoice, parallelToolCalls, thinking, templateVariables, ...generation } = options;
+      const s = this.#options;
+      const formatOptions = {
+        tools: tools ?? s.tools,
+        toolChoice: toolChoice ?? s.toolChoice,
+        parallelToolCalls: parallelToolCalls ?? s.parallelToolCalls,
+        thinking: thinking ?? s.thinking,
+        templateVariables: templateVariables ?? s.templateVariables,
+        ...(s.chatTemplate !== undefined ? { template: s.chatTemplate, templateName: "the chat session's chatTemplate" } : {}),
       };
-      const window = await chatWindow(messages, this.#windowStart, { format, contextSize: context.contextSize, contextShift, maxTokens });
-      const signal = this.#sharedContext ? anySignal(options.signal, this.#stopping.signal) : options.signal;
+      // The window of the conversation that fits the context (oldest turns dropped with contextShift); the last
+      // list formatted with the assistant's prompt is the window's, and its format (grammar, parser) is the turn's.
+      let windowFormat: NativeChatFormat | undefined;
+      const formatList = async (list: ChatMessage[], addAssistantPrompt: boolean) => {
+        const formatted = this.model.formatChat(list, { ...formatOptions, addAssistantPrompt });
+        if (addAssistantPrompt) windowFormat = formatted;
+        return dropDoubleBos(await this.model.tokenize(formatted.prompt, CHAT_TOKENIZE), this.model.info.bosToken);
+      };
+      const contextShift = generation.contextShift ?? s.contextShift ?? true;
+      const maxTokens = generation.maxTokens ?? this.model.generationDefaults.maxTokens;
+      const window = await chatWindow(messages, this.#windowStart, { format: formatList, contextSize: context.contextSize, contextShift, maxTokens });
+      const format = windowFormat!;
+      const tokens = window.tokens;
+      const chatGrammar = chatGrammarOf(format);
+      if (chatGrammar && (generation.grammar !== undefined || generation.jsonSchema !== undefined)) {
+        throw invalid("a grammar or jsonSchema cannot be combined with tools (the template's tool-call grammar applies)");
+      }
+      const parser = new ChatOutputParser(format, toolCallIdMaker(this.model.chatTemplateSource(s.chatTemplate)));
+      const emit = (delta: ChatDelta | undefined) => {
+        if (!delta) return;
+        onDelta?.(delta);
+        if (delta.content !== "") onTextChunk?.(delta.content);
+      };
+      const callerSignal = this.#sharedContext ? anySignal(generation.signal, this.#stopping.signal) : generation.signal;
+      const signal = anySignal(callerSignal, parser.limit);
+      const stop = [...(generation.stop ?? this.model.generationDefaults.stop ?? []), ...format.additionalStops];
       const shift = contextShift ? { cacheReuse: CHAT_CACHE_REUSE, keepTokens: window.keep } : {};
-      const result = await context.completeWithMeta(window.tokens, { ...shift, ...options, contextShift, signal });
-      this.#history = [...messages, { role: "assistant", content: result.text }];
+      let result = await context.completeWithMeta(tokens, {
+        ...shift,
+        ...generation,
+        contextShift,
+        ...(stop.length > 0 ? { stop } : {}),
+        ...(chatGrammar ? { chatGrammar } : {}),
+        signal,
+        // A turn nobody streams is parsed once, at the end.
+        onTextChunk: onDelta || onTextChunk ? (text) => emit(parser.push(text)) : (text) => parser.append(text),
+      });
+      // The model began a call beyond the allowed ones: the answer ended there, as at a stop string.
+      if (result.stopReason === "abort" && parser.limit.aborted && callerSignal?.aborted !== true) result = { ...result, stopReason: "stop" };
+      const finished = parser.finish(result.stopReason === "eos" || result.stopReason === "stop");
+      emit(finished.delta);
+      const parsed = finished.message;
+      // A call cut short (maxTokens, abort) stays in the reply as it came, but not in the history: its arguments are
+      // not JSON, and the template could not render the next turn.
+      const whole = parsed.toolCalls.filter((call) => isJson(call.arguments));
+      const message: ChatMessage = {
+        role: "assistant",
+        content: parsed.content,
+        ...(parsed.reasoning !== "" ? { reasoning: parsed.reasoning } : {}),
+        ...(whole.length > 0 ? { toolCalls: whole.map((call) => ({ ...call })) } : {}),
+      };
+      this.#history = [...messages, message];
       this.#windowStart = window.start;
-      this.#lastTokens = concatTokens(window.tokens, result.tokens);
-      return result;
+      this.#lastTokens = concatTokens(tokens, result.tokens);
+      const reply: ChatMessage = { ...message, ...(parsed.toolCalls.length > 0 ? { toolCalls: parsed.toolCalls.map((call) => ({ ...call })) } : {}) };
+      return { ...result, content: parsed.content, reasoning: parsed.reasoning, toolCalls: parsed.toolCalls, message: reply };
     });
   }
 
-  /** Streams the answer: `for await (const piece of chat.stream("Hi"))`; `.result` has the meta. */
-  stream(message: string, options: GenerationOptions = {}): CompletionStream {
+  /** The same as send(), which now returns the whole reply (kept for code written against earlier versions). */
+  sendWithMeta(input: ChatInput, options: ChatSendOptions = {}): Promise<ChatReply> {
+    return this.send(input, options);
+  }
+
+  /**
+   * Streams the answer as deltas: `for await (const { content, reasoning, toolCalls } of chat.stream("Hi"))`;
+   * `.result` has the whole reply.
+   */
+  stream(input: ChatInput, options: ChatSendOptions = {}): ChatStream {
     this.#assertUsable();
-    return createCompletionStream((onTextChunk, signal) => this.sendWithMeta(message, { ...options, onTextChunk, signal }), options);
+    return createPieceStream<ChatDelta, ChatReply>(
+      (push, signal) =>
+        this.send(input, {
+          ...options,
+          signal,
+          onDelta: (delta) => {
+            push(delta);
+            options.onDelta?.(delta);
+          },
+        }),
+      options.signal,
+    );
   }
 
   /** Forgets the conversation (keeping the system prompt, or `history` when given). */
@@ -136,7 +237,6 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
       this.#lastTokens = undefined;
     });
   }
-
   /**
    * Saves the conversation to `path` (written to a temporary file, then renamed): its history and settings, and
    * its sequence of the KV cache with the tokens it holds, so that llama.restoreChat() continues it without
@@ -174,7 +274,7 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
   async restoreFrom(file: ChatFile): Promise<void> {
     this.#assertUsable();
     await this.#queue.run(async () => {
-      this.#history = file.header.history.map(({ role, content }) => ({ role, content }));
+      this.#history = file.header.history.map((message, i) => checkedMessage(message, `the saved chat's history entry ${i}`));
       this.#windowStart = Math.min(file.header.windowStart, this.#history.length);
       if (file.tokens.length === 0) return;
       const context = await this.#getContext();
@@ -182,6 +282,7 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
       this.#lastTokens = file.tokens;
     });
   }
+
 
   /**
    * Frees the session's own context (a context passed in options is left alone). On a model's shared parallel
@@ -215,7 +316,7 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
       return this.#sharedContext();
     }
     if (!this.#context) {
-      const { systemPrompt, chatTemplate, history, context, ...contextOptions } = this.#options;
+      const { systemPrompt, chatTemplate, history, context, tools, toolChoice, parallelToolCalls, thinking, templateVariables, ...contextOptions } = this.#options;
       // One conversation needs one sequence, whatever the model's default `parallel`.
       const promise = this.model.createContext({ ...contextOptions, parallel: contextOptions.parallel ?? 1 });
       promise.catch(() => {
@@ -247,20 +348,52 @@ export async function readChatFileFor(model: ModelHandle, path: string): Promise
   return file;
 }
 
+function isJson(text: string): boolean {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function anySignal(signal: AbortSignal | undefined, other: AbortSignal): AbortSignal {
   return signal ? AbortSignal.any([signal, other]) : other;
+}
+
+function inputMessages(input: ChatInput): ChatMessage[] {
+  if (typeof input === "string") return [{ role: "user", content: input }];
+  const list = Array.isArray(input) ? (input as readonly ChatMessage[]) : [input as ChatMessage];
+  if (list.length === 0) throw invalid("send() needs a message");
+  return list.map((message, i) => checkedMessage(message, `message ${i}`));
 }
 
 function initialHistory(options: Pick<ChatSessionOptions, "systemPrompt" | "history">): ChatMessage[] {
   const history: ChatMessage[] = [];
   if (options.systemPrompt !== undefined) history.push({ role: "system", content: options.systemPrompt });
-  for (const message of options.history ?? []) {
-    if (typeof message?.role !== "string" || typeof message.content !== "string") {
-      throw invalid("chat history entries must be { role: string, content: string }");
-    }
-    history.push({ role: message.role, content: message.content });
-  }
+  for (const [i, message] of (options.history ?? []).entries()) history.push(checkedMessage(message, `chat history entry ${i}`));
   return history;
+}
+
+/** A copy of a message, checked: a role, and text (or text parts); tool calls and results as ChatMessage has them. */
+function checkedMessage(message: ChatMessage, what: string): ChatMessage {
+  if (typeof message !== "object" || message === null || typeof message.role !== "string" || message.role === "") {
+    throw invalid(`${what} must be { role: string, content: string }`);
+  }
+  const content = message.content ?? "";
+  if (typeof content !== "string" && !(Array.isArray(content) && content.every((part: ChatTextPart) => part?.type === "text" && typeof part.text === "string"))) {
+    throw invalid(`${what}: content must be a string or an array of { type: "text", text } parts`);
+  }
+  if (message.toolCalls !== undefined && !Array.isArray(message.toolCalls)) throw invalid(`${what}: toolCalls must be an array`);
+  return copyMessage({ ...message, content });
+}
+
+function copyMessage(message: ChatMessage): ChatMessage {
+  return {
+    ...message,
+    content: typeof message.content === "string" ? message.content : message.content.map((part) => ({ ...part })),
+    ...(message.toolCalls ? { toolCalls: message.toolCalls.map((call) => ({ ...call })) } : {}),
+  };
 }
 
 /** Templates that write the BOS token themselves would get a second one from tokenization's addSpecial. */

@@ -59,6 +59,11 @@ function perSecond(tokens: number, ms: number): number {
   return ms > 0 ? (tokens * 1000) / ms : 0;
 }
 
+/** Pieces as they come; `result` settles when the work ends. Leaving the loop early stops it. */
+export interface PieceStream<Piece, Result> extends AsyncIterable<Piece> {
+  readonly result: Promise<Result>;
+}
+
 /**
  * Adapts a callback-style completion to an async iterator. Generation starts at once; pieces are buffered until
  * read. Leaving a `for await` loop early (break, throw) aborts the generation and waits for it to stop.
@@ -67,19 +72,31 @@ export function createCompletionStream(
   run: (onTextChunk: (text: string) => void, signal: AbortSignal) => Promise<CompletionResult>,
   options: Pick<GenerationOptions, "signal" | "onTextChunk">,
 ): CompletionStream {
+  return createPieceStream<string, CompletionResult>((push, signal) =>
+    run((text) => {
+      push(text);
+      options.onTextChunk?.(text);
+    }, signal),
+  options.signal);
+}
+
+/** createCompletionStream for any kind of piece (a chat's deltas, say). */
+export function createPieceStream<Piece, Result>(
+  run: (push: (piece: Piece) => void, signal: AbortSignal) => Promise<Result>,
+  callerSignal: AbortSignal | undefined,
+): PieceStream<Piece, Result> {
   const controller = new AbortController();
-  const signal = options.signal ? AbortSignal.any([options.signal, controller.signal]) : controller.signal;
-  const pieces: string[] = [];
+  const signal = callerSignal ? AbortSignal.any([callerSignal, controller.signal]) : controller.signal;
+  const pieces: Piece[] = [];
   let wake: (() => void) | undefined;
   let finished = false;
   let failure: { error: unknown } | undefined;
 
-  const onTextChunk = (text: string) => {
-    pieces.push(text);
-    options.onTextChunk?.(text);
+  const push = (piece: Piece) => {
+    pieces.push(piece);
     wake?.();
   };
-  const result = run(onTextChunk, signal).then(
+  const result = run(push, signal).then(
     (value) => {
       finished = true;
       wake?.();
@@ -95,8 +112,8 @@ export function createCompletionStream(
   // Errors reach the reader through the iterator; an unread `result` must not become an unhandled rejection.
   result.catch(() => {});
 
-  const iterator: AsyncIterableIterator<string> = {
-    async next(): Promise<IteratorResult<string>> {
+  const iterator: AsyncIterableIterator<Piece> = {
+    async next(): Promise<IteratorResult<Piece>> {
       for (;;) {
         if (pieces.length > 0) return { done: false, value: pieces.shift()! };
         if (finished) {
@@ -107,7 +124,7 @@ export function createCompletionStream(
         wake = undefined;
       }
     },
-    async return(): Promise<IteratorResult<string>> {
+    async return(): Promise<IteratorResult<Piece>> {
       controller.abort(new Error("the stream's reader stopped reading"));
       pieces.length = 0;
       await result.catch(() => {});

@@ -4,6 +4,8 @@
  *   const model = await llama.fromDocker("ai/smollm2:135M-Q4_0");
  *   console.log(await model.complete("Once upon a time", { maxTokens: 32 }));
  */
+import { readFile, stat } from "node:fs/promises";
+import { LlamaOciError } from "../errors.js";
 import { pull, type PullOptions } from "../oci/pull.js";
 import { getBinding, loadedBinding } from "./binding.js";
 import { setLlamaLogger, type LlamaLogger, type LlamaLogLevel } from "./logger.js";
@@ -19,6 +21,23 @@ export interface FromDockerOptions extends PullOptions, ModelOptions {
   signal?: AbortSignal;
 }
 
+/** Chat templates are a few KiB; one larger than this is not a template. */
+const MAX_TEMPLATE_BYTES = 1024 * 1024;
+
+/** The artifact's chat template (its text); an empty file is no template. */
+async function readArtifactTemplate(path: string): Promise<string | undefined> {
+  try {
+    if ((await stat(path)).size > MAX_TEMPLATE_BYTES) {
+      throw new LlamaOciError("UNSUPPORTED_ARTIFACT", `the artifact's chat template ${path} is larger than ${MAX_TEMPLATE_BYTES} bytes`);
+    }
+    const text = await readFile(path, "utf8");
+    return text.trim() === "" ? undefined : text;
+  } catch (error) {
+    if (error instanceof LlamaOciError) throw error;
+    throw new LlamaOciError("MODEL_LOAD", `cannot read the artifact's chat template ${path}: ${(error as Error).message}`, { cause: error });
+  }
+}
+
 export const llama = {
   /** Opens a local GGUF file. */
   loadModel(path: string, options: ModelOptions = {}): Promise<LlamaModel> {
@@ -29,12 +48,18 @@ export const llama = {
   async fromDocker(reference: string, options: FromDockerOptions = {}): Promise<LlamaModel> {
     const pulled = await pull(reference, options);
     const defaults = pulled.defaults ?? {};
+    // The artifact's chat template layer wins over the template embedded in the GGUF.
+    const chatTemplate = pulled.chatTemplatePath === undefined ? undefined : await readArtifactTemplate(pulled.chatTemplatePath);
     // The artifact's own context size (Ollama's num_ctx) when the caller does not choose one.
     const model = await loadModel(pulled.path, { ...options, contextSize: options.contextSize ?? defaults.contextSize });
     model.pull = pulled;
     const { contextSize: _contextSize, ...generation } = defaults;
     model.generationDefaults = generation;
     if (pulled.systemPrompt !== undefined) model.systemPrompt = pulled.systemPrompt;
+    if (chatTemplate !== undefined) {
+      model.chatTemplate = chatTemplate;
+      model.chatTemplateName = `the artifact's chat template (${pulled.chatTemplatePath ?? "?"})`;
+    }
     return model;
   },
 
@@ -49,7 +74,7 @@ export const llama = {
     const file = await readChatFileFor(model, path);
     const { header } = file;
     const [first, ...rest] = header.history;
-    const system = first?.role === "system" ? first.content : undefined;
+    const system = first?.role === "system" && typeof first.content === "string" ? first.content : undefined;
     // A context of its own at least as large as the one the state came from (a shared parallel one is what it is).
     const ownSize = model.contextOptions.parallel === 1 && options.context === undefined && options.contextSize === undefined && header.contextSize > model.contextOptions.contextSize;
     const chat = model.createChat({

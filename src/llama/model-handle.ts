@@ -2,7 +2,8 @@
  * ModelHandle: what contexts and chat sessions need from the model they run on. LlamaModel implements it; context.ts
  * and chat.ts depend on this interface rather than on model.ts, so that model.ts can import them without a cycle.
  */
-import type { NativeModelInfo } from "./native-types.js";
+import type { ChatFormatOptions, ChatMessage } from "./chat-format.js";
+import type { NativeChatFormat, NativeModelInfo } from "./native-types.js";
 import type { ContextOptions, GenerationOptions } from "./options.js";
 
 /** `Context` is what createContext() resolves to (chat sessions need it; contexts themselves do not). */
@@ -22,9 +23,9 @@ export interface ModelHandle<Context = unknown> {
   tokenize(text: string, options: { addSpecial: boolean; parseSpecial: boolean }): Promise<Int32Array>;
   /** The grammar a request asks for, from `grammar` or `jsonSchema`. */
   grammarFor(options: Pick<GenerationOptions, "grammar" | "jsonSchema">): string | null;
-  applyChatTemplate(
-    messages: readonly { role: string; content: string }[],
-    options: { addAssistantPrompt: boolean; template?: string },
-  ): string;
+  /** The conversation as llama.cpp's chat layer formats it (prompt, tool-call grammar, the answer's parser). */
+  formatChat(messages: readonly ChatMessage[], options: ChatFormatOptions & { template?: string; templateName?: string; addAssistantPrompt?: boolean }): NativeChatFormat;
+  /** The template text a chat is formatted with (undefined: llama.cpp's default). */
+  chatTemplateSource(override?: string): string | undefined;
   createContext(options: ContextOptions): Promise<Context>;
 }

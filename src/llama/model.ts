@@ -5,16 +5,18 @@
  * a sequence of it instead of a context of their own.
  */
 import { stat } from "node:fs/promises";
+import { basename } from "node:path";
 import { LlamaOciError } from "../errors.js";
 import type { PullResult } from "../oci/pull.js";
 import { getBinding } from "./binding.js";
 import { embeddingProblem, generationProblem } from "./capabilities.js";
-import { ChatSession, type ChatMessage, type ChatSessionOptions } from "./chat.js";
+import { normalizeToolChoice, normalizeTools, templateError, toNativeJson, toOpenAiMessages, type ChatFormatOptions, type ChatMessage } from "./chat-format.js";
+import { ChatSession, type ChatSessionOptions } from "./chat.js";
 import { createCompletionStream, type CompletionResult, type CompletionStream } from "./completion.js";
 import { LlamaContext, type EmbedOptions } from "./context.js";
 import type { ModelHandle } from "./model-handle.js";
 import { disposedError, nativeError } from "./native-errors.js";
-import type { NativeContext, NativeContextOptions, NativeModel, NativeModelInfo } from "./native-types.js";
+import type { NativeChatFormat, NativeContext, NativeContextOptions, NativeModel, NativeModelInfo } from "./native-types.js";
 import { preflightModel } from "./preflight.js";
 import {
   invalid,
@@ -60,6 +62,20 @@ export interface RerankResult {
 /** llama.cpp's LLAMA_POOLING_TYPE_RANK, as GGUFs store <arch>.pooling_type. */
 const RANK_POOLING = 4;
 
+export interface FormatChatOptions extends ChatFormatOptions {
+  /** End with the opening of the assistant's answer (default true). */
+  addAssistantPrompt?: boolean;
+  /** A Jinja template (or a built-in name such as "chatml") instead of the model's own. */
+  template?: string;
+  /** What errors call `template` (default "the chat template given"). */
+  templateName?: string;
+  /** A JSON schema the answer must follow (the template's grammar then covers it, reasoning included). */
+  jsonSchema?: object;
+}
+
+/** A conversation formatted for the model: the prompt, its tool-call grammar and the parser of the answer. */
+export type FormattedChat = NativeChatFormat;
+
 export interface CreateContextOptions extends ContextOptions {
   /** A context for embed() (pooled output) instead of generation. */
   embeddings?: boolean;
@@ -87,6 +103,16 @@ export class LlamaModel implements ModelHandle<LlamaContext<LlamaModel>> {
   generationDefaults: Readonly<GenerationOptions> = {};
   /** The system prompt chats start with when given none; fromDocker() sets it from the artifact (Ollama's system layer). */
   systemPrompt?: string;
+  /**
+   * The chat template chats and applyChatTemplate() use instead of the GGUF's own: fromDocker() sets it from the
+   * artifact's chat-template layer, which wins over the template embedded in the GGUF.
+   */
+  chatTemplate?: string;
+  /** What errors call chatTemplate, e.g. "the artifact's chat template (/path/template.jinja)". */
+  chatTemplateName?: string;
+  /** Where warnings go (a model without any chat template); default process.emitWarning. */
+  onWarning: (message: string) => void = (message) => process.emitWarning(message, { code: "LLAMA_OCI_CHAT_TEMPLATE" });
+  #warnedNoTemplate = false;
   #native: NativeModel;
   #nativeContexts = new Set<NativeContext>();
   #contexts = new Set<WeakRef<LlamaContext<LlamaModel>>>();
@@ -290,20 +316,67 @@ export class LlamaModel implements ModelHandle<LlamaContext<LlamaModel>> {
   }
 
   /**
-   * Formats a conversation with the GGUF's chat template (or `template`, a Jinja override) through llama.cpp's
-   * chat layer; with addAssistantPrompt (default true) the text ends where the assistant's answer begins.
+   * Formats a conversation with the chat template (`template`, else the artifact's, else the GGUF's) through
+   * llama.cpp's chat layer; with addAssistantPrompt (default true) the text ends where the assistant's answer
+   * begins. Messages may hold text parts, tool calls and tool results; `tools` are described as the template does.
+   * A built-in name as `template` ("llama3", "chatml", ...) selects one of llama.cpp's built-in formats.
    */
-  applyChatTemplate(messages: readonly ChatMessage[], options: { addAssistantPrompt?: boolean; template?: string } = {}): string {
+  applyChatTemplate(messages: readonly ChatMessage[], options: FormatChatOptions = {}): string {
+    return this.formatChat(messages, options).prompt;
+  }
+
+  /**
+   * What llama.cpp's chat layer makes of a conversation (common_chat_templates_apply, as llama-server calls it):
+   * the prompt, the grammar that constrains a tool call (lazy: from a trigger on), the stop words and the parser of
+   * the answer (`parse(text, partial)` gives `{ content, reasoning, toolCalls }`). A template that cannot be parsed
+   * or rendered (raise_exception included) is an INVALID_ARGUMENT error naming the template and the line.
+   */
+  formatChat(messages: readonly ChatMessage[], options: FormatChatOptions = {}): FormattedChat {
     this.#assertUsable();
+    const tools = normalizeTools(options.tools);
+    const choice = normalizeToolChoice(options.toolChoice, tools);
+    const { template, templateName } = this.#templateFor(options);
+    let format: NativeChatFormat;
     try {
-      return this.#native.applyChatTemplate(
-        messages.map(({ role, content }) => ({ role, content })),
-        options.addAssistantPrompt ?? true,
-        options.template ?? null,
-      );
+      format = this.#native.formatChat({
+        messages: toNativeJson(toOpenAiMessages(messages)),
+        tools: tools.length > 0 ? toNativeJson(tools.map((tool) => ({ type: "function", function: { parameters: { type: "object", properties: {} }, ...tool } }))) : null,
+        toolChoice: choice.choice,
+        namedTool: choice.named ?? null,
+        parallelToolCalls: options.parallelToolCalls ?? null,
+        addAssistantPrompt: options.addAssistantPrompt ?? true,
+        enableThinking: options.thinking ?? true,
+        extractReasoning: true,
+        templateKwargs: options.templateVariables === undefined ? null : toNativeJson(options.templateVariables),
+        jsonSchema: options.jsonSchema === undefined ? null : toNativeJson(options.jsonSchema),
+        template,
+        templateName,
+      });
     } catch (error) {
-      throw nativeError(error, "INFERENCE", "could not apply the chat template");
+      throw templateError(error);
     }
+    if (format.usesDefaultTemplate && !this.#warnedNoTemplate) {
+      this.#warnedNoTemplate = true;
+      this.onWarning(`${basename(this.path)} has no chat template: chats use llama.cpp's default (ChatML), which may not be the format the model was trained on; give one with the chatTemplate option`);
+    }
+    if (tools.length > 0 && choice.choice !== "none" && !format.caps.supports_tools && !format.caps.supports_tool_calls) {
+      throw invalid(`${format.templateName} does not support tools (it neither describes them nor renders tool calls)`, "give a chat template that does, with the chatTemplate option");
+    }
+    if (choice.choice === "required" && format.grammar === "") {
+      throw invalid(`${format.templateName} gives no grammar for tool calls, so a call cannot be required (tool choice "required" or a named tool)`);
+    }
+    return format;
+  }
+
+  /** @internal The template text a chat is formatted with (undefined: llama.cpp's default), e.g. to choose tool-call ids. */
+  chatTemplateSource(override?: string): string | undefined {
+    return override ?? this.chatTemplate ?? this.info.chatTemplate ?? undefined;
+  }
+
+  #templateFor(options: FormatChatOptions): { template: string | null; templateName: string } {
+    if (options.template !== undefined) return { template: options.template, templateName: options.templateName ?? "the chat template given" };
+    if (this.chatTemplate !== undefined) return { template: this.chatTemplate, templateName: this.chatTemplateName ?? "the model's chat template" };
+    return { template: null, templateName: `the chat template of ${basename(this.path)} (tokenizer.chat_template)` };
   }
 
   /** A GBNF grammar that accepts JSON matching `schema` (llama.cpp's converter). */

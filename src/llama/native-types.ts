@@ -145,6 +145,17 @@ export interface NativeSamplingOptions {
    * default). Slower; the same tokens when greedy. For tests and benchmarks.
    */
   grammarFirst?: boolean;
+  /** A tool-call grammar that applies only once one of grammarTriggers appears in the output (llama.cpp's lazy grammar). */
+  grammarLazy?: boolean;
+  /** "word" (a word that is one token triggers on that token), "pattern" (a regex) or "patternFull" (anchored). */
+  grammarTriggers?: { type: string; value: string }[];
+  /** Text the template already wrote of the answer, fed to an eager grammar (and the thinking tracker) first. */
+  grammarPrefill?: string;
+  /** A lazy grammar neither applies nor sees tokens between these thinking tags. */
+  thinkingStart?: string;
+  thinkingEnd?: string[];
+  /** Words that are single tokens and come out as text even when special (tool-call markers). */
+  preservedTokens?: string[];
 }
 
 export interface NativeGenerateParams {
@@ -256,6 +267,70 @@ export interface NativeChatMessage {
   content: string;
 }
 
+/** A conversation to format, as llama-server hands it to common_chat_templates_apply. */
+export interface NativeChatRequest {
+  /** OpenAI-format messages as JSON text (common_chat_msgs_parse_oaicompat). */
+  messages: string;
+  /** OpenAI-format tools as JSON text, or null. */
+  tools?: string | null;
+  toolChoice?: "auto" | "none" | "required";
+  /** With toolChoice "required": the call must be to this tool (the grammar and parser know only it). */
+  namedTool?: string | null;
+  /** null: what the template supports. */
+  parallelToolCalls?: boolean | null;
+  addAssistantPrompt?: boolean;
+  enableThinking?: boolean;
+  /** Parse reasoning apart from the content (reasoning_format "deepseek"; false: "none"). */
+  extractReasoning?: boolean;
+  /** Extra template variables, a JSON object as text (chat_template_kwargs). */
+  templateKwargs?: string | null;
+  /** A JSON schema (as text) the answer must follow. */
+  jsonSchema?: string | null;
+  /** A Jinja template instead of the GGUF's own (cached by source), and the name errors give it. */
+  template?: string | null;
+  templateName?: string | null;
+}
+
+/** An answer parsed with the template's parser. */
+export interface NativeChatParsed {
+  content: string;
+  reasoning: string;
+  toolCalls: { name: string; arguments: string; id: string }[];
+}
+
+/** common_chat_params of a request, and the parser of its answer. */
+export interface NativeChatFormat {
+  prompt: string;
+  /** common_chat_format_name, e.g. "peg-native". */
+  format: string;
+  /** The tool-call (or response-format) grammar, "" when there is none. */
+  grammar: string;
+  grammarLazy: boolean;
+  grammarTriggers: { type: "token" | "word" | "pattern" | "patternFull"; value: string }[];
+  preservedTokens: string[];
+  additionalStops: string[];
+  /** What the template writes to open the assistant's answer (the parser reads it before the output). */
+  generationPrompt: string;
+  supportsThinking: boolean;
+  thinkingStartTag: string;
+  thinkingEndTags: string[];
+  parallelToolCalls: boolean;
+  parseToolCalls: boolean;
+  /**
+   * With a required (or named) call: the word that opens a call ("<tool_call>\n", "[TOOL_CALLS]"), written at the
+   * end of the prompt so that the grammar holds from the first token (it is part of generationPrompt); "" if none.
+   */
+  forcedToolCallOpener: string;
+  /** The name the template went by ("the GGUF's chat template (tokenizer.chat_template)", ...). */
+  templateName: string;
+  /** The model has no template and none was given: llama.cpp's ChatML stands in. */
+  usesDefaultTemplate: boolean;
+  /** What llama.cpp detected the template can do: supports_tools, supports_tool_calls, supports_parallel_tool_calls, ... */
+  caps: Record<string, boolean>;
+  /** Parses output text (without the generation prompt); partial: it may go on. Throws when a complete text does not follow the format. */
+  parse(text: string, partial: boolean): NativeChatParsed;
+}
+
 export interface NativeModel {
   info(): NativeModelInfo;
   /** Every GGUF metadata key/value as strings (llama_model_meta_*). */
@@ -263,10 +338,16 @@ export interface NativeModel {
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Promise<Int32Array>;
   detokenize(tokens: Int32Array, removeSpecial: boolean, unparseSpecial: boolean): Promise<string>;
   /**
-   * Formats a conversation with the model's chat template through llama.cpp's common chat layer (Jinja), falling
-   * back to llama.cpp's built-in templates; `template` overrides the model's own.
+   * Formats a conversation with the model's chat template through llama.cpp's common chat layer (Jinja); `template`
+   * overrides the model's own (a built-in name such as "llama3" selects llama.cpp's built-in format).
    */
-  applyChatTemplate(messages: NativeChatMessage[], addAssistantPrompt: boolean, template: string | null): string;
+  applyChatTemplate(messages: NativeChatMessage[], addAssistantPrompt: boolean, template: string | null, templateName?: string | null): string;
+  /**
+   * Formats a conversation with tools as llama.cpp's chat layer does (common_chat_templates_apply): the prompt, the
+   * tool-call grammar and its triggers, and the answer's parser. Throws naming the template (and the line) when it
+   * cannot be parsed or rendered, raise_exception included.
+   */
+  formatChat(request: NativeChatRequest): NativeChatFormat;
   /** Converts a JSON schema (as JSON text) to a GBNF grammar with llama.cpp's converter. */
   jsonSchemaToGrammar(schemaJson: string): string;
   createContext(options: NativeContextOptions): Promise<NativeContext>;

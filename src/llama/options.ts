@@ -5,6 +5,7 @@
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { LlamaOciError } from "../errors.js";
+import type { ChatGrammar } from "./chat-format.js";
 import type { NativeContextOptions, NativeModelOptions, NativeSamplingOptions } from "./native-types.js";
 
 export interface LoadModelOptions {
@@ -131,6 +132,11 @@ export interface GenerationOptions extends SamplingOptions {
   signal?: AbortSignal;
   /** Each piece of text as it is generated (whole UTF-8 characters only). */
   onTextChunk?: (text: string) => void;
+  /**
+   * @internal The tool-call grammar a chat template gives (ChatSession and the server set it): lazy or eager, its
+   * triggers, and the tokens that must come out as text.
+   */
+  chatGrammar?: ChatGrammar;
 }
 
 export const GENERATION_DEFAULTS = {
@@ -333,8 +339,18 @@ export function toNativeSampling(options: GenerationOptions, grammar: string | n
     mirostatTau: options.mirostatTau ?? d.mirostatTau,
     mirostatEta: options.mirostatEta ?? d.mirostatEta,
     logitBias,
-    grammar,
+    grammar: options.chatGrammar ? options.chatGrammar.grammar : grammar,
     grammarRoot: "root",
+    ...(options.chatGrammar
+      ? {
+          grammarLazy: options.chatGrammar.lazy,
+          grammarTriggers: options.chatGrammar.triggers,
+          grammarPrefill: options.chatGrammar.prefill,
+          thinkingStart: options.chatGrammar.thinkingStart,
+          thinkingEnd: options.chatGrammar.thinkingEnd,
+          preservedTokens: options.chatGrammar.preservedTokens,
+        }
+      : {}),
   };
 }
 

@@ -3,7 +3,15 @@
  * that must answer 400 before any response is sent, running on the model's sequences, and the metrics of each run.
  */
 import { LlamaOciError } from "../errors.js";
-import type { ChatMessage } from "../llama/chat.js";
+import {
+  ChatOutputParser,
+  chatGrammarOf,
+  toolCallIdMaker,
+  type ChatGrammar,
+  type ChatMessage,
+  type ChatTool,
+  type ChatToolChoice,
+} from "../llama/chat-format.js";
 import type { CompletionResult, StopReason } from "../llama/completion.js";
 import type { ModelDefaults } from "../oci/model/index.js";
 import { badRequest, HttpError, oneLine } from "./http-errors.js";
@@ -13,18 +21,66 @@ import type { RunOptions } from "./runner.js";
 
 const PROMPT_TOKENIZE = { addSpecial: true, parseSpecial: true } as const;
 
+/** A chat request as both APIs give it: messages (tool calls and results included), tools and how to use them. */
+export interface ChatRequest {
+  messages: ChatMessage[];
+  tools?: ChatTool[];
+  toolChoice?: ChatToolChoice;
+  parallelToolCalls?: boolean;
+  thinking?: boolean;
+  templateVariables?: Record<string, unknown>;
+  /** A response format the template's grammar must cover (only with tools; otherwise a grammar of its own). */
+  jsonSchema?: object;
+}
+
+/** A chat formatted for the model: its prompt tokens, the template's grammar and stops, and the answer's parser. */
+export interface PreparedChat {
+  tokens: Int32Array;
+  chatGrammar: ChatGrammar | undefined;
+  /** Stop words the template adds (llama-server's additional_stops). */
+  stops: string[];
+  parser: ChatOutputParser;
+}
+
 /** The conversation formatted with the model's chat template and tokenized, ready to generate the assistant's turn. */
-export async function chatPrompt(loaded: LoadedModel, messages: ChatMessage[], param = "messages"): Promise<Int32Array> {
-  let text: string;
+export async function prepareChat(loaded: LoadedModel, request: ChatRequest, param = "messages"): Promise<PreparedChat> {
+  const model = loaded.model;
+  let format;
   try {
-    text = loaded.model.applyChatTemplate(withSystemPrompt(messages, loaded.pull?.systemPrompt), { addAssistantPrompt: true, template: loaded.chatTemplate });
+    format = model.formatChat(withSystemPrompt(request.messages, loaded.pull?.systemPrompt), {
+      tools: request.tools,
+      toolChoice: request.toolChoice,
+      parallelToolCalls: request.parallelToolCalls,
+      thinking: request.thinking,
+      templateVariables: request.templateVariables,
+      jsonSchema: request.jsonSchema,
+    });
   } catch (error) {
     throw badRequest(`the model's chat template cannot format these messages: ${oneLine(error)}`, param);
   }
-  const tokens = await loaded.model.tokenize(text, PROMPT_TOKENIZE);
-  const bos = loaded.model.info.bosToken;
-  // A template that writes BOS itself gets a second one from tokenization's addSpecial.
-  return tokens.length >= 2 && bos >= 0 && tokens[0] === bos && tokens[1] === bos ? tokens.subarray(1) : tokens;
+  const tokens = await model.tokenize(format.prompt, PROMPT_TOKENIZE);
+  const bos = model.info.bosToken;
+  return {
+    // A template that writes BOS itself gets a second one from tokenization's addSpecial.
+    tokens: tokens.length >= 2 && bos >= 0 && tokens[0] === bos && tokens[1] === bos ? tokens.subarray(1) : tokens,
+    chatGrammar: chatGrammarOf(format),
+    stops: format.additionalStops,
+    parser: new ChatOutputParser(format, toolCallIdMaker(model.chatTemplateSource())),
+  };
+}
+
+/** The conversation formatted with the model's chat template and tokenized (text messages, no tools). */
+export async function chatPrompt(loaded: LoadedModel, messages: ChatMessage[], param = "messages"): Promise<Int32Array> {
+  return (await prepareChat(loaded, { messages }, param)).tokens;
+}
+
+/** Run options of a chat: the template's grammar instead of the request's, its stops after the request's (or the artifact's). */
+export function chatRunOptions(loaded: LoadedModel, options: RunOptions, prepared: PreparedChat): RunOptions {
+  if (prepared.chatGrammar && options.grammar !== undefined) {
+    throw badRequest("a response format cannot be combined with tools on this model's template", "response_format");
+  }
+  const stop = [...(options.stop ?? loaded.pull?.defaults?.stop ?? []), ...prepared.stops];
+  return { ...options, ...(stop.length > 0 ? { stop } : {}), ...(prepared.chatGrammar ? { chatGrammar: prepared.chatGrammar, grammar: undefined } : {}) };
 }
 
 /** A raw prompt: text (special tokens such as "<|im_start|>" become those tokens, BOS added) or token IDs. */
@@ -61,7 +117,7 @@ const SCHEMA_MAX_REPEAT = 1000;
 const REPEAT_KEYS = new Set(["minItems", "maxItems", "minLength", "maxLength", "minProperties", "maxProperties", "minContains", "maxContains"]);
 
 /** Refuses schemas that are too deep, too large, or that repeat something too often (400 naming `param`). */
-function checkSchema(schema: unknown, param: string): void {
+export function checkSchemaSize(schema: unknown, param: string): void {
   const stack: { value: unknown; depth: number }[] = [{ value: schema, depth: 0 }];
   let nodes = 0;
   while (stack.length > 0) {
@@ -85,7 +141,7 @@ function checkSchema(schema: unknown, param: string): void {
 
 /** A GBNF grammar from a JSON schema (400 naming `param` when it is unreasonable or llama.cpp's converter refuses it). */
 export function schemaGrammar(loaded: LoadedModel, schema: object, param: string): string {
-  checkSchema(schema, param);
+  checkSchemaSize(schema, param);
   try {
     return loaded.model.jsonSchemaToGrammar(schema);
   } catch (error) {
@@ -146,6 +202,11 @@ export function finishReason(reason: StopReason): "stop" | "length" {
   return reason === "maxTokens" || reason === "contextFull" ? "length" : "stop";
 }
 
+/** Whether the model ended its answer itself (so that it is parsed as complete). */
+export function endedByModel(reason: StopReason): boolean {
+  return reason === "eos" || reason === "stop";
+}
+
 const DEFAULTED = [
   "temperature",
   "topK",
@@ -185,6 +246,8 @@ export interface RunHooks {
   onText?: (text: string) => void;
   /** When the request arrived, for the time to first token (performance.now()). */
   startedAt: number;
+  /** Ends the generation as a stop string would (a tool call beyond the allowed ones began): stopReason "stop". */
+  until?: AbortSignal;
 }
 
 /** Runs a generation on the model's sequences and records it in the metrics. */
@@ -199,7 +262,7 @@ export async function runGeneration(loaded: LoadedModel, tokens: Int32Array, opt
     result = await loaded.runner.run(tokens, {
       ...withArtifactDefaults(options, loaded.pull?.defaults),
       maxTokens,
-      signal: hooks.signal,
+      signal: hooks.until ? AbortSignal.any([hooks.signal, hooks.until]) : hooks.signal,
       onTextChunk: (text) => {
         if (first) {
           first = false;
@@ -217,6 +280,7 @@ export async function runGeneration(loaded: LoadedModel, tokens: Int32Array, opt
     }
     throw error;
   }
+  if (result.stopReason === "abort" && hooks.until?.aborted === true && !hooks.signal.aborted) result = { ...result, stopReason: "stop" };
   const t = result.timings;
   metrics.promptTokens.inc({ model }, t.promptTokens);
   metrics.cachedPromptTokens.inc({ model }, t.cachedTokens);

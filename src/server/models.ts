@@ -281,6 +281,13 @@ export class ModelManager {
         const model = await loadModel(resolved.path, loadOptions);
         if (resolved.pull) model.pull = resolved.pull;
         const chatTemplate = await readChatTemplate(resolved.pull?.chatTemplatePath);
+        // The artifact's chat template layer wins over the template embedded in the GGUF.
+        if (chatTemplate !== undefined) {
+          model.chatTemplate = chatTemplate;
+          model.chatTemplateName = `the artifact's chat template (${resolved.pull?.chatTemplatePath ?? "?"})`;
+        }
+        const warn = this.#options.onWarning ?? ((message: string) => this.#options.log(`warning: ${message}`));
+        model.onWarning = (message) => warn(`${target.name}: ${message}`);
         const entry: Entry = {
           key: target.key,
           name: target.name,

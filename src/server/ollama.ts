@@ -5,7 +5,7 @@
 import { readFile } from "node:fs/promises";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { LlamaOciError } from "../errors.js";
-import type { ChatMessage } from "../llama/chat.js";
+import { normalizeTools, type ChatMessage, type ChatTool, type ParsedChatMessage } from "../llama/chat-format.js";
 import type { CompletionResult } from "../llama/completion.js";
 import type { GgufFacts } from "../gguf/facts.js";
 import { listModels, removeModels } from "../oci/cache/index.js";
@@ -14,10 +14,14 @@ import type { ProgressEvent } from "../oci/progress.js";
 import { pull } from "../oci/pull.js";
 import {
   chatPrompt,
+  chatRunOptions,
   checkedTokens,
   checkPromptFits,
+  checkSchemaSize,
+  endedByModel,
   finishReason,
   llamaSamplers,
+  prepareChat,
   runGeneration,
   schemaGrammar,
   stopList,
@@ -54,9 +58,25 @@ interface GenerationBody {
   options?: OllamaOptions | null;
 }
 
+interface OllamaToolCall {
+  id?: string | null;
+  function: { name: string; arguments?: Record<string, unknown> | string | null };
+}
+
+interface OllamaMessage {
+  role: string;
+  content?: string | null;
+  images?: string[] | null;
+  tool_calls?: OllamaToolCall[] | null;
+  tool_name?: string | null;
+  tool_call_id?: string | null;
+  thinking?: string | null;
+}
+
 interface ChatBody extends GenerationBody {
-  messages?: { role: string; content?: string | null; images?: string[] | null }[] | null;
+  messages?: OllamaMessage[] | null;
   tools?: unknown[] | null;
+  think?: boolean | string | null;
 }
 
 interface GenerateBody extends GenerationBody {
@@ -211,11 +231,8 @@ export function ollamaRoutes(app: FastifyInstance, parts: ServerParts): void {
     const startedAt = performance.now();
     const signal = clientGone(request, reply);
     const keepAlive = keepAliveOf(body);
-    if (Array.isArray(body.tools) && body.tools.length > 0) throw badRequest("tools (function calling) are not supported by this server", "tools");
-    const messages: ChatMessage[] = (body.messages ?? []).map((m, i) => {
-      if (m.images && m.images.length > 0) throw badRequest("images are not supported by this server", `messages[${i}].images`);
-      return { role: m.role, content: m.content ?? "" };
-    });
+    const tools = ollamaTools(body.tools);
+    const messages = ollamaMessages(body.messages ?? []);
     const lease = await models.acquire(body.model, signal);
     const loadMs = performance.now() - startedAt;
     try {
@@ -224,26 +241,53 @@ export function ollamaRoutes(app: FastifyInstance, parts: ServerParts): void {
       if (messages.length === 0) {
         return { model: loaded.name, created_at: created(), message: { role: "assistant", content: "" }, done: true, done_reason: keepAlive === 0 ? "unload" : "load" };
       }
-      const tokens = await chatPrompt(loaded, messages);
-      checkPromptFits(loaded, tokens, "messages");
-      const options = { ...ollamaSampling(body.options), grammar: formatGrammar(loaded, body.format) };
-      const final = (result: CompletionResult, content: string) => ({
+      const schema = formatSchema(body.format);
+      const prepared = await prepareChat(loaded, {
+        messages,
+        tools,
+        ...thinkOptions(body.think),
+        ...(tools.length > 0 && schema !== undefined ? { jsonSchema: schema } : {}),
+      });
+      checkPromptFits(loaded, prepared.tokens, "messages");
+      const grammar = tools.length > 0 || schema === undefined ? undefined : schemaGrammar(loaded, schema, "format");
+      const options = chatRunOptions(loaded, { ...ollamaSampling(body.options), grammar }, prepared);
+      const parser = prepared.parser;
+      const piece = (message: object) => ({ model: loaded.name, created_at: created(), message: { role: "assistant", content: "", ...message }, done: false });
+      const final = (result: CompletionResult, message: object) => ({
         model: loaded.name,
         created_at: created(),
-        message: { role: "assistant", content },
+        message: { role: "assistant", content: "", ...message },
         done: true,
         done_reason: finishReason(result.stopReason),
         ...durations(result, startedAt, loadMs),
       });
       if (body.stream !== false) {
-        await ndjson(parts, request, reply, loaded, tokens, options, signal, startedAt, {
-          piece: (text) => ({ model: loaded.name, created_at: created(), message: { role: "assistant", content: text }, done: false }),
-          last: (result) => final(result, ""),
+        await ndjson(parts, request, reply, loaded, prepared.tokens, options, signal, startedAt, {
+          until: parser.limit,
+          piece: (text) => {
+            const delta = parser.push(text);
+            if (!delta || (delta.content === "" && delta.reasoning === "")) return [];
+            return [piece({ content: delta.content, ...(delta.reasoning !== "" ? { thinking: delta.reasoning } : {}) })];
+          },
+          last: (result) => {
+            const { message, delta } = parser.finish(endedByModel(result.stopReason));
+            const lines: object[] = [];
+            if (delta && (delta.content !== "" || delta.reasoning !== "")) lines.push(piece({ content: delta.content, ...(delta.reasoning !== "" ? { thinking: delta.reasoning } : {}) }));
+            // Ollama sends the calls whole, in a message of their own before the last one.
+            if (message.toolCalls.length > 0) lines.push(piece({ tool_calls: ollamaToolCalls(message) }));
+            lines.push(final(result, {}));
+            return lines;
+          },
         });
         return reply;
       }
-      const result = await runGeneration(loaded, tokens, options, parts.metrics, { signal, startedAt });
-      return final(result, result.text);
+      const result = await runGeneration(loaded, prepared.tokens, options, parts.metrics, { signal, startedAt, until: parser.limit, onText: (text) => parser.append(text) });
+      const { message } = parser.finish(endedByModel(result.stopReason));
+      return final(result, {
+        content: message.content,
+        ...(message.reasoning !== "" ? { thinking: message.reasoning } : {}),
+        ...(message.toolCalls.length > 0 ? { tool_calls: ollamaToolCalls(message) } : {}),
+      });
     } finally {
       lease.release(keepAlive);
     }
@@ -280,8 +324,8 @@ export function ollamaRoutes(app: FastifyInstance, parts: ServerParts): void {
       });
       if (body.stream !== false) {
         await ndjson(parts, request, reply, loaded, tokens, options, signal, startedAt, {
-          piece: (text) => ({ model: loaded.name, created_at: created(), response: text, done: false }),
-          last: (result) => final(result, ""),
+          piece: (text) => [{ model: loaded.name, created_at: created(), response: text, done: false }],
+          last: (result) => [final(result, "")],
         });
         return reply;
       }
@@ -356,8 +400,12 @@ async function generatePrompt(loaded: LoadedModel, body: GenerateBody, prompt: s
 }
 
 interface StreamShape {
-  piece: (text: string) => object;
-  last: (result: CompletionResult) => object;
+  /** The lines a piece of generated text makes (none while, say, a tool call's markup is being parsed). */
+  piece: (text: string) => object[];
+  /** The last lines (the one with done: true last). */
+  last: (result: CompletionResult) => object[];
+  /** Ends the generation as a stop string would (the chat parser's limit on tool calls). */
+  until?: AbortSignal;
 }
 
 /** A generation as NDJSON: a line per piece, then the final line with done: true; errors after the start as { error }. */
@@ -375,9 +423,16 @@ async function ndjson(
   const events = new EventStream(reply, "ndjson", (status) => parts.recordStream(request, status));
   try {
     // The stream starts with the first piece of text, so that failures before it answer with their own status.
-    const result = await runGeneration(loaded, tokens, options, parts.metrics, { signal, startedAt, onText: (text) => events.send(shape.piece(text)) });
+    const result = await runGeneration(loaded, tokens, options, parts.metrics, {
+      signal,
+      startedAt,
+      ...(shape.until ? { until: shape.until } : {}),
+      onText: (text) => {
+        for (const line of shape.piece(text)) events.send(line);
+      },
+    });
     if (result.stopReason === "abort" && signal.aborted) return events.abandon();
-    if (result.stopReason !== "abort") events.send(shape.last(result));
+    if (result.stopReason !== "abort") for (const line of shape.last(result)) events.send(line);
     events.end();
   } catch (error) {
     if (!events.started) throw error;
@@ -430,10 +485,87 @@ function ollamaSampling(options: OllamaOptions | null | undefined): RunOptions {
 
 /** `format`: "json" (any JSON object) or a JSON schema. */
 function formatGrammar(loaded: LoadedModel, format: string | object | null | undefined): string | undefined {
+  const schema = formatSchema(format);
+  return schema === undefined ? undefined : schemaGrammar(loaded, schema, "format");
+}
+
+function formatSchema(format: string | object | null | undefined): object | undefined {
   if (format === undefined || format === null || format === "") return undefined;
-  if (format === "json") return schemaGrammar(loaded, { type: "object" }, "format");
+  if (format === "json") return { type: "object" };
   if (typeof format === "string") throw badRequest(`format must be "json" or a JSON schema (got "${format}")`, "format");
-  return schemaGrammar(loaded, format, "format");
+  checkSchemaSize(format, "format");
+  return format;
+}
+
+/** Ollama's tools are OpenAI's function tools. */
+function ollamaTools(tools: unknown[] | null | undefined): ChatTool[] {
+  if (tools == null) return [];
+  for (const [i, tool] of tools.entries()) {
+    const parameters = (tool as { function?: { parameters?: unknown } } | null)?.function?.parameters;
+    if (typeof parameters === "object" && parameters !== null) checkSchemaSize(parameters, `tools[${i}].function.parameters`);
+  }
+  try {
+    return normalizeTools(tools);
+  } catch (error) {
+    throw badRequest(oneLine(error), /^tools\[\d+\]/.exec(oneLine(error))?.[0] ?? "tools");
+  }
+}
+
+/** think: false turns thinking off; "high", "medium" or "low" reach the template as reasoning_effort (gpt-oss). */
+function thinkOptions(think: boolean | string | null | undefined): { thinking?: boolean; templateVariables?: Record<string, unknown> } {
+  if (think === false) return { thinking: false };
+  if (think === true) return { thinking: true };
+  if (typeof think === "string") {
+    if (!["high", "medium", "low"].includes(think)) throw badRequest(`think must be a boolean, "high", "medium" or "low" (got "${think.slice(0, 64)}")`, "think");
+    return { thinking: true, templateVariables: { reasoning_effort: think } };
+  }
+  return {};
+}
+
+/**
+ * Ollama's messages: tool calls with object arguments and often no ids (each gets one, and the tool results that
+ * follow take the ids of the calls in order, as Ollama pairs them), tool results named by tool_name, thinking.
+ */
+function ollamaMessages(messages: OllamaMessage[]): ChatMessage[] {
+  const pending: { id: string; name: string }[] = [];
+  let counter = 0;
+  return messages.map((m, i) => {
+    if (m.images && m.images.length > 0) throw badRequest("images are not supported by this server", `messages[${i}].images`);
+    const out: ChatMessage = { role: m.role, content: m.content ?? "" };
+    if (m.thinking) out.reasoning = m.thinking;
+    if (m.tool_calls && m.tool_calls.length > 0) {
+      pending.length = 0;
+      out.toolCalls = m.tool_calls.map((call) => {
+        // Nine letters and digits: what Mistral's templates require of an id.
+        const id = call.id || `call${String(++counter).padStart(5, "0")}`;
+        pending.push({ id, name: call.function.name });
+        const args = call.function.arguments;
+        return { id, name: call.function.name, arguments: typeof args === "string" ? args : JSON.stringify(args ?? {}) };
+      });
+    }
+    if (m.role === "tool") {
+      const name = m.tool_name ?? undefined;
+      const index = name === undefined ? 0 : Math.max(0, pending.findIndex((p) => p.name === name));
+      const call = m.tool_call_id ? undefined : pending.splice(index, 1)[0];
+      const id = m.tool_call_id ?? call?.id;
+      if (id !== undefined) out.toolCallId = id;
+      if (name !== undefined || call !== undefined) out.name = name ?? call!.name;
+    }
+    return out;
+  });
+}
+
+/** Tool calls as Ollama gives them: arguments as an object. */
+function ollamaToolCalls(message: ParsedChatMessage): object[] {
+  return message.toolCalls.map((call, index) => ({ id: call.id, function: { index, name: call.name, arguments: parseArguments(call.arguments) } }));
+}
+
+function parseArguments(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
+  }
 }
 
 function notFoundFrom(error: unknown, name: string): HttpError {

@@ -4,16 +4,19 @@
  */
 import { randomBytes } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import type { ChatMessage } from "../llama/chat.js";
+import { normalizeToolChoice, normalizeTools, type ChatDelta, type ChatMessage, type ChatTool, type ChatToolChoice, type ParsedChatMessage } from "../llama/chat-format.js";
 import type { CompletionResult } from "../llama/completion.js";
 import { listModels } from "../oci/cache/index.js";
 import { formatReference, parseReference } from "../oci/name/index.js";
 import {
-  chatPrompt,
+  chatRunOptions,
   checkedTokens,
   checkPromptFits,
+  checkSchemaSize,
+  endedByModel,
   finishReason,
   llamaSamplers,
+  prepareChat,
   rawPrompt,
   runGeneration,
   schemaGrammar,
@@ -23,7 +26,7 @@ import {
   usage,
   type LlamaSamplerFields,
 } from "./generation.js";
-import { badRequest, errorBody, HttpError, toHttpError } from "./http-errors.js";
+import { badRequest, errorBody, HttpError, oneLine, toHttpError } from "./http-errors.js";
 import type { LoadedModel } from "./models.js";
 import type { RunOptions } from "./runner.js";
 import { CHAT_COMPLETIONS_BODY, COMPLETIONS_BODY, EMBEDDINGS_BODY } from "./schemas.js";
@@ -58,12 +61,31 @@ interface ContentPart {
   refusal?: string;
 }
 
+interface OpenAiToolCall {
+  id?: string | null;
+  type?: string | null;
+  function?: { name?: string | null; arguments?: string | null } | null;
+}
+
+interface OpenAiMessage {
+  role: string;
+  content?: string | ContentPart[] | null;
+  name?: string | null;
+  tool_calls?: OpenAiToolCall[] | null;
+  tool_call_id?: string | null;
+  reasoning_content?: string | null;
+  function_call?: { name?: string | null; arguments?: string | null } | null;
+}
+
 interface ChatBody extends SamplingBody {
-  messages: { role: string; content?: string | ContentPart[] | null }[];
+  messages: OpenAiMessage[];
   max_completion_tokens?: number | null;
   response_format?: { type: "text" | "json_object" | "json_schema"; json_schema?: { name?: string; schema?: object } } | null;
   tools?: unknown[] | null;
   tool_choice?: unknown;
+  parallel_tool_calls?: boolean | null;
+  reasoning_effort?: string | null;
+  chat_template_kwargs?: Record<string, unknown> | null;
 }
 
 interface CompletionsBody extends SamplingBody {
@@ -102,41 +124,66 @@ export function openAiRoutes(app: FastifyInstance, parts: ServerParts): void {
     const startedAt = performance.now();
     const signal = clientGone(request, reply);
     checkCommon(body);
-    if (Array.isArray(body.tools) && body.tools.length > 0 && body.tool_choice !== "none") {
-      throw badRequest("tools (function calling) are not supported by this server", "tools");
-    }
+    const tools = openAiTools(body.tools);
+    const toolChoice = openAiToolChoice(body.tool_choice, tools);
     const messages = toMessages(body.messages);
     const lease = await models.acquire(body.model ?? undefined, signal);
     try {
       const loaded = lease.model;
-      const tokens = await chatPrompt(loaded, messages);
-      checkPromptFits(loaded, tokens, "messages");
-      const options: RunOptions = { ...sampling(body, body.max_completion_tokens ?? body.max_tokens, Infinity), grammar: responseGrammar(loaded, body) };
+      const usesTools = tools.length > 0 && toolChoice !== "none";
+      const reasoning = reasoningOptions(body);
+      const prepared = await prepareChat(loaded, {
+        messages,
+        tools,
+        toolChoice,
+        parallelToolCalls: body.parallel_tool_calls ?? undefined,
+        ...reasoning,
+        // With tools, a response format is the template's business (its grammar covers both, as llama-server's).
+        ...(usesTools ? { jsonSchema: responseSchema(body) } : {}),
+      });
+      checkPromptFits(loaded, prepared.tokens, "messages");
+      const base: RunOptions = {
+        ...sampling(body, body.max_completion_tokens ?? body.max_tokens, Infinity),
+        grammar: usesTools ? undefined : responseGrammar(loaded, body),
+      };
+      const options = chatRunOptions(loaded, base, prepared);
+      const parser = prepared.parser;
       const id = `chatcmpl-${randomId()}`;
       const created = Math.floor(Date.now() / 1000);
-      const base = { id, object: "chat.completion.chunk", created, model: loaded.name, system_fingerprint: fingerprint(loaded) };
+      const head = { id, object: "chat.completion.chunk", created, model: loaded.name, system_fingerprint: fingerprint(loaded) };
+      const finish = (result: CompletionResult, message: ParsedChatMessage) =>
+        message.toolCalls.length > 0 && endedByModel(result.stopReason) ? "tool_calls" : finishReason(result.stopReason);
       if (body.stream === true) {
         const includeUsage = body.stream_options?.include_usage === true;
-        const chunk = (delta: object, finish: string | null) => ({
-          ...base,
-          choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
+        const chunk = (delta: object, finishReason: string | null) => ({
+          ...head,
+          choices: [{ index: 0, delta, logprobs: null, finish_reason: finishReason }],
           ...(includeUsage ? { usage: null } : {}),
         });
-        await stream(parts, request, reply, loaded, tokens, options, signal, startedAt, {
+        await stream(parts, request, reply, loaded, prepared.tokens, options, signal, startedAt, {
           first: () => chunk({ role: "assistant", content: "" }, null),
-          piece: (text) => chunk({ content: text }, null),
-          last: (result) => [
-            { ...chunk({}, finishReason(result.stopReason)), timings: timings(result) },
-            ...(includeUsage ? [{ ...base, choices: [], usage: usage(result) }] : []),
-          ],
+          until: parser.limit,
+          piece: (text) => {
+            const delta = parser.push(text);
+            return delta ? [chunk(openAiDelta(delta), null)] : [];
+          },
+          last: (result) => {
+            const { message, delta } = parser.finish(endedByModel(result.stopReason));
+            return [
+              ...(delta ? [chunk(openAiDelta(delta), null)] : []),
+              { ...chunk({}, finish(result, message)), timings: timings(result) },
+              ...(includeUsage ? [{ ...head, choices: [], usage: usage(result) }] : []),
+            ];
+          },
         });
         return reply;
       }
-      const result = await runGeneration(loaded, tokens, options, parts.metrics, { signal, startedAt });
+      const result = await runGeneration(loaded, prepared.tokens, options, parts.metrics, { signal, startedAt, until: parser.limit, onText: (text) => parser.append(text) });
+      const { message } = parser.finish(endedByModel(result.stopReason));
       return {
-        ...base,
+        ...head,
         object: "chat.completion",
-        choices: [{ index: 0, message: { role: "assistant", content: result.text, refusal: null }, logprobs: null, finish_reason: finishReason(result.stopReason) }],
+        choices: [{ index: 0, message: openAiMessage(message), logprobs: null, finish_reason: finish(result, message) }],
         usage: usage(result),
         timings: timings(result),
       };
@@ -168,7 +215,7 @@ export function openAiRoutes(app: FastifyInstance, parts: ServerParts): void {
         const includeUsage = body.stream_options?.include_usage === true;
         const extra = includeUsage ? { usage: null } : {};
         await stream(parts, request, reply, loaded, tokens, options, signal, startedAt, {
-          piece: (text) => ({ ...base, choices: [choice(text, null)], ...extra }),
+          piece: (text) => [{ ...base, choices: [choice(text, null)], ...extra }],
           last: (result) => [
             { ...base, choices: [choice("", finishReason(result.stopReason))], ...extra, timings: timings(result) },
             ...(includeUsage ? [{ ...base, choices: [], usage: usage(result) }] : []),
@@ -217,8 +264,11 @@ export function openAiRoutes(app: FastifyInstance, parts: ServerParts): void {
 interface StreamShape {
   /** The event that opens the stream (before the first piece of text). */
   first?: () => object;
-  piece: (text: string) => object;
+  /** The events a piece of generated text makes (none while, say, a tool call's markup is being parsed). */
+  piece: (text: string) => object[];
   last: (result: CompletionResult) => object[];
+  /** Ends the generation as a stop string would (the chat parser's limit on tool calls). */
+  until?: AbortSignal;
 }
 
 /** Runs a generation as Server-Sent Events ending in `data: [DONE]`; failures before the stream starts are HTTP errors. */
@@ -245,9 +295,12 @@ async function stream(
     const result = await runGeneration(loaded, tokens, options, parts.metrics, {
       signal,
       startedAt,
+      ...(shape.until ? { until: shape.until } : {}),
       onText: (text) => {
+        const events_ = shape.piece(text);
+        if (events_.length === 0) return;
         begin();
-        events.send(shape.piece(text));
+        for (const event of events_) events.send(event);
       },
     });
     if (result.stopReason === "abort" && signal.aborted) return events.abandon();
@@ -288,27 +341,118 @@ function sampling(body: SamplingBody, maxTokens: Nullable<number>, defaultMaxTok
 }
 
 function responseGrammar(loaded: LoadedModel, body: ChatBody): string | undefined {
-  const format = body.response_format;
-  if (!format || format.type === "text") return undefined;
-  if (format.type === "json_object") return schemaGrammar(loaded, { type: "object" }, "response_format");
-  const schema = format.json_schema?.schema;
-  if (schema === undefined) throw badRequest("response_format.json_schema.schema is required", "response_format.json_schema.schema");
-  return schemaGrammar(loaded, schema, "response_format.json_schema.schema");
+  const schema = responseSchema(body);
+  return schema === undefined ? undefined : schemaGrammar(loaded, schema, body.response_format?.type === "json_object" ? "response_format" : "response_format.json_schema.schema");
 }
 
-/** OpenAI messages as the chat template takes them: text content, "developer" as "system", "function" as "tool". */
+/** The JSON schema response_format asks for (json_object: any object). */
+function responseSchema(body: ChatBody): object | undefined {
+  const format = body.response_format;
+  if (!format || format.type === "text") return undefined;
+  if (format.type === "json_object") return { type: "object" };
+  const schema = format.json_schema?.schema;
+  if (schema === undefined) throw badRequest("response_format.json_schema.schema is required", "response_format.json_schema.schema");
+  checkSchemaSize(schema, "response_format.json_schema.schema");
+  return schema;
+}
+
+/** OpenAI's function tools, checked: 400 naming the tool that is wrong. */
+function openAiTools(tools: unknown[] | null | undefined): ChatTool[] {
+  if (tools == null) return [];
+  for (const [i, tool] of tools.entries()) {
+    const parameters = (tool as { function?: { parameters?: unknown } } | null)?.function?.parameters;
+    if (typeof parameters === "object" && parameters !== null) checkSchemaSize(parameters, `tools[${i}].function.parameters`);
+  }
+  try {
+    return normalizeTools(tools);
+  } catch (error) {
+    const param = /^tools\[\d+\]/.exec(oneLine(error))?.[0] ?? "tools";
+    throw badRequest(oneLine(error), param);
+  }
+}
+
+function openAiToolChoice(choice: unknown, tools: ChatTool[]): ChatToolChoice | undefined {
+  if (choice === undefined || choice === null) return undefined;
+  if (tools.length === 0 && choice !== "none" && choice !== "auto") throw badRequest("tool_choice is only allowed when tools are given", "tool_choice");
+  try {
+    const normalized = normalizeToolChoice(choice, tools, "tool_choice");
+    return normalized.named !== undefined ? { name: normalized.named } : normalized.choice;
+  } catch (error) {
+    throw badRequest(oneLine(error), "tool_choice");
+  }
+}
+
+/** reasoning_effort ("none" turns thinking off; others reach the template, as gpt-oss's reads it) and chat_template_kwargs. */
+function reasoningOptions(body: ChatBody): { thinking?: boolean; templateVariables?: Record<string, unknown> } {
+  const variables: Record<string, unknown> = { ...(body.chat_template_kwargs ?? {}) };
+  let thinking: boolean | undefined;
+  if (typeof variables.enable_thinking === "boolean") thinking = variables.enable_thinking;
+  if (body.reasoning_effort === "none") thinking = false;
+  else if (typeof body.reasoning_effort === "string") variables.reasoning_effort = body.reasoning_effort;
+  return { ...(thinking !== undefined ? { thinking } : {}), ...(Object.keys(variables).length > 0 ? { templateVariables: variables } : {}) };
+}
+
+/** A delta as OpenAI streams it: content, reasoning_content (llama-server's), tool_calls by index. */
+function openAiDelta(delta: ChatDelta): object {
+  const out: Record<string, unknown> = {};
+  if (delta.reasoning !== "") out.reasoning_content = delta.reasoning;
+  if (delta.content !== "") out.content = delta.content;
+  if (delta.toolCalls.length > 0) {
+    out.tool_calls = delta.toolCalls.map((call) =>
+      call.name !== undefined
+        ? { index: call.index, id: call.id, type: "function", function: { name: call.name, arguments: call.arguments } }
+        : { index: call.index, function: { arguments: call.arguments } },
+    );
+  }
+  return out;
+}
+
+/** The assistant's message: content null when it only calls tools, as OpenAI's. */
+function openAiMessage(message: ParsedChatMessage): object {
+  const calls = message.toolCalls;
+  return {
+    role: "assistant",
+    content: message.content === "" && calls.length > 0 ? null : message.content,
+    ...(message.reasoning !== "" ? { reasoning_content: message.reasoning } : {}),
+    ...(calls.length > 0 ? { tool_calls: calls.map((call) => ({ id: call.id, type: "function", function: { name: call.name, arguments: call.arguments } })) } : {}),
+    refusal: null,
+  };
+}
+
+/**
+ * OpenAI messages as the chat template takes them: text content (parts kept as parts), "developer" as "system",
+ * assistant tool calls, "tool" results with their call's id, and the legacy "function" role and function_call.
+ */
 function toMessages(messages: ChatBody["messages"]): ChatMessage[] {
   return messages.map((message, i) => {
     const role = message.role === "developer" ? "system" : message.role === "function" ? "tool" : message.role;
     const content = message.content;
-    if (typeof content === "string") return { role, content };
-    if (content == null) return { role, content: "" };
-    const texts = content.map((part, j) => {
-      if (part.type === "text" && typeof part.text === "string") return part.text;
-      if (part.type === "refusal" && typeof part.refusal === "string") return part.refusal;
-      throw badRequest(`content parts of type "${part.type.slice(0, 64)}" are not supported (this server reads text only)`, `messages[${i}].content[${j}].type`);
-    });
-    return { role, content: texts.join("\n") };
+    let text: ChatMessage["content"];
+    if (typeof content === "string") text = content;
+    else if (content == null) text = "";
+    else {
+      text = content.map((part, j) => {
+        if (part.type === "text" && typeof part.text === "string") return { type: "text" as const, text: part.text };
+        if (part.type === "refusal" && typeof part.refusal === "string") return { type: "text" as const, text: part.refusal };
+        throw badRequest(`content parts of type "${part.type.slice(0, 64)}" are not supported (this server reads text only)`, `messages[${i}].content[${j}].type`);
+      });
+    }
+    const out: ChatMessage = { role, content: text };
+    if (message.reasoning_content) out.reasoning = message.reasoning_content;
+    const calls = message.tool_calls ?? (message.function_call ? [{ type: "function", function: message.function_call }] : undefined);
+    if (calls && calls.length > 0) {
+      if (role !== "assistant") throw badRequest("only assistant messages can have tool_calls", `messages[${i}].tool_calls`);
+      out.toolCalls = calls.map((call, j) => {
+        const name = call.function?.name;
+        if (typeof name !== "string" || name === "") throw badRequest("a tool call needs function.name", `messages[${i}].tool_calls[${j}].function.name`);
+        return { id: call.id ?? "", name, arguments: call.function?.arguments ?? "{}" };
+      });
+    }
+    if (role === "tool") {
+      if (message.tool_call_id != null) out.toolCallId = message.tool_call_id;
+      if (message.name != null) out.name = message.name;
+    }
+    return out;
   });
 }
 

@@ -85,6 +85,20 @@ const CONTENT_PART = {
 
 export const OPENAI_ROLES = ["system", "developer", "user", "assistant", "tool", "function"] as const;
 
+const FUNCTION_CALL = {
+  type: ["object", "null"],
+  properties: { name: string, arguments: string },
+} as const;
+
+const OPENAI_TOOL_CALL = {
+  type: "object",
+  properties: {
+    id: string,
+    type: { type: ["string", "null"], enum: ["function", null] },
+    function: FUNCTION_CALL,
+  },
+} as const;
+
 const OPENAI_MESSAGE = {
   type: "object",
   required: ["role"],
@@ -95,6 +109,23 @@ const OPENAI_MESSAGE = {
       anyOf: [{ type: "string" }, { type: "array", maxItems: 4096, items: CONTENT_PART }, { type: "null" }],
     },
     name: string,
+    tool_calls: { type: ["array", "null"], maxItems: 1024, items: OPENAI_TOOL_CALL },
+    tool_call_id: string,
+    reasoning_content: string,
+    function_call: FUNCTION_CALL,
+  },
+} as const;
+
+const OPENAI_TOOL = {
+  type: "object",
+  required: ["type"],
+  properties: {
+    type: { type: "string", maxLength: 64 },
+    function: {
+      type: "object",
+      required: ["name"],
+      properties: { name: { type: "string", maxLength: 256 }, description: string, parameters: { type: ["object", "null"] }, strict: boolean },
+    },
   },
 } as const;
 
@@ -116,8 +147,18 @@ export const CHAT_COMPLETIONS_BODY = {
         },
       },
     },
-    tools: { type: ["array", "null"], maxItems: 1024 },
-    tool_choice: {},
+    tools: { type: ["array", "null"], maxItems: 1024, items: OPENAI_TOOL },
+    tool_choice: {
+      title: '"none", "auto", "required", { type: "function", function: { name } } or null',
+      anyOf: [
+        { type: "string", enum: ["none", "auto", "required"] },
+        { type: "object", required: ["function"], properties: { type: { type: "string" }, function: { type: "object", required: ["name"], properties: { name: { type: "string" } } } } },
+        { type: "null" },
+      ],
+    },
+    parallel_tool_calls: boolean,
+    reasoning_effort: { type: ["string", "null"], maxLength: 64 },
+    chat_template_kwargs: { type: ["object", "null"] },
   },
 } as const;
 
@@ -204,6 +245,23 @@ const KEEP_ALIVE = { title: "a duration such as \"5m\", a number of seconds, or 
 const FORMAT = { title: '"json", a JSON schema object, or null', anyOf: [{ type: "string", maxLength: 64 }, { type: "object" }, { type: "null" }] } as const;
 const OLLAMA_MODEL = { type: "string", maxLength: 2048 } as const;
 
+const OLLAMA_TOOL_CALL = {
+  type: "object",
+  required: ["function"],
+  properties: {
+    id: string,
+    function: {
+      type: "object",
+      required: ["name"],
+      properties: {
+        name: { type: "string", maxLength: 256 },
+        index: integer(0, INT32),
+        arguments: { title: "an object or a JSON string", anyOf: [{ type: "object" }, { type: "string" }, { type: "null" }] },
+      },
+    },
+  },
+} as const;
+
 const OLLAMA_MESSAGE = {
   type: "object",
   required: ["role"],
@@ -211,7 +269,9 @@ const OLLAMA_MESSAGE = {
     role: { type: "string", maxLength: 64 },
     content: string,
     images: { type: ["array", "null"], items: { type: "string" } },
-    tool_calls: { type: ["array", "null"] },
+    tool_calls: { type: ["array", "null"], maxItems: 1024, items: OLLAMA_TOOL_CALL },
+    tool_name: string,
+    tool_call_id: string,
     thinking: string,
   },
 } as const;
@@ -225,8 +285,8 @@ export const OLLAMA_CHAT_BODY = {
     format: FORMAT,
     keep_alive: KEEP_ALIVE,
     options: OLLAMA_OPTIONS,
-    tools: { type: ["array", "null"], maxItems: 1024 },
-    think: {},
+    tools: { type: ["array", "null"], maxItems: 1024, items: OPENAI_TOOL },
+    think: { title: 'a boolean, "high", "medium", "low" or null', anyOf: [{ type: "boolean" }, { type: "string", maxLength: 64 }, { type: "null" }] },
   },
 } as const;
 
