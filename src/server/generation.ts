@@ -11,6 +11,7 @@ import {
   type ChatMessage,
   type ChatTool,
   type ChatToolChoice,
+  normalizeTools,
 } from "../llama/chat-format.js";
 import type { CompletionResult, StopReason } from "../llama/completion.js";
 import type { ModelDefaults } from "../oci/model/index.js";
@@ -314,4 +315,18 @@ export function timings(result: CompletionResult): object {
     predicted_ms: t.generateMs,
     predicted_per_second: t.generatedTokensPerSecond,
   };
+}
+
+/** Function tools (OpenAI's, which Ollama's are too), checked: 400 naming the tool that is wrong. */
+export function requestTools(tools: unknown[] | null | undefined): ChatTool[] {
+  if (tools == null) return [];
+  for (const [i, tool] of tools.entries()) {
+    const parameters = (tool as { function?: { parameters?: unknown } } | null)?.function?.parameters;
+    if (typeof parameters === "object" && parameters !== null) checkSchemaSize(parameters, `tools[${i}].function.parameters`);
+  }
+  try {
+    return normalizeTools(tools);
+  } catch (error) {
+    throw badRequest(oneLine(error), /^tools\[\d+\]/.exec(oneLine(error))?.[0] ?? "tools");
+  }
 }

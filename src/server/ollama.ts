@@ -5,7 +5,7 @@
 import { readFile } from "node:fs/promises";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { LlamaOciError } from "../errors.js";
-import { normalizeTools, type ChatMessage, type ChatTool, type ParsedChatMessage } from "../llama/chat-format.js";
+import type { ChatMessage, ParsedChatMessage } from "../llama/chat-format.js";
 import type { CompletionResult } from "../llama/completion.js";
 import type { GgufFacts } from "../gguf/facts.js";
 import { listModels, removeModels } from "../oci/cache/index.js";
@@ -22,6 +22,7 @@ import {
   finishReason,
   llamaSamplers,
   prepareChat,
+  requestTools,
   runGeneration,
   schemaGrammar,
   stopList,
@@ -231,7 +232,7 @@ export function ollamaRoutes(app: FastifyInstance, parts: ServerParts): void {
     const startedAt = performance.now();
     const signal = clientGone(request, reply);
     const keepAlive = keepAliveOf(body);
-    const tools = ollamaTools(body.tools);
+    const tools = requestTools(body.tools);
     const messages = ollamaMessages(body.messages ?? []);
     const lease = await models.acquire(body.model, signal);
     const loadMs = performance.now() - startedAt;
@@ -495,20 +496,6 @@ function formatSchema(format: string | object | null | undefined): object | unde
   if (typeof format === "string") throw badRequest(`format must be "json" or a JSON schema (got "${format}")`, "format");
   checkSchemaSize(format, "format");
   return format;
-}
-
-/** Ollama's tools are OpenAI's function tools. */
-function ollamaTools(tools: unknown[] | null | undefined): ChatTool[] {
-  if (tools == null) return [];
-  for (const [i, tool] of tools.entries()) {
-    const parameters = (tool as { function?: { parameters?: unknown } } | null)?.function?.parameters;
-    if (typeof parameters === "object" && parameters !== null) checkSchemaSize(parameters, `tools[${i}].function.parameters`);
-  }
-  try {
-    return normalizeTools(tools);
-  } catch (error) {
-    throw badRequest(oneLine(error), /^tools\[\d+\]/.exec(oneLine(error))?.[0] ?? "tools");
-  }
 }
 
 /** think: false turns thinking off; "high", "medium" or "low" reach the template as reasoning_effort (gpt-oss). */

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
-import { normalizeToolChoice, normalizeTools, type ChatDelta, type ChatMessage, type ChatTool, type ChatToolChoice, type ParsedChatMessage } from "../llama/chat-format.js";
+import { normalizeToolChoice, type ChatDelta, type ChatMessage, type ChatTool, type ChatToolChoice, type ParsedChatMessage } from "../llama/chat-format.js";
 import type { CompletionResult } from "../llama/completion.js";
 import { listModels } from "../oci/cache/index.js";
 import { formatReference, parseReference } from "../oci/name/index.js";
@@ -17,6 +17,7 @@ import {
   finishReason,
   llamaSamplers,
   prepareChat,
+  requestTools,
   rawPrompt,
   runGeneration,
   schemaGrammar,
@@ -124,7 +125,7 @@ export function openAiRoutes(app: FastifyInstance, parts: ServerParts): void {
     const startedAt = performance.now();
     const signal = clientGone(request, reply);
     checkCommon(body);
-    const tools = openAiTools(body.tools);
+    const tools = requestTools(body.tools);
     const toolChoice = openAiToolChoice(body.tool_choice, tools);
     const messages = toMessages(body.messages);
     const lease = await models.acquire(body.model ?? undefined, signal);
@@ -354,21 +355,6 @@ function responseSchema(body: ChatBody): object | undefined {
   if (schema === undefined) throw badRequest("response_format.json_schema.schema is required", "response_format.json_schema.schema");
   checkSchemaSize(schema, "response_format.json_schema.schema");
   return schema;
-}
-
-/** OpenAI's function tools, checked: 400 naming the tool that is wrong. */
-function openAiTools(tools: unknown[] | null | undefined): ChatTool[] {
-  if (tools == null) return [];
-  for (const [i, tool] of tools.entries()) {
-    const parameters = (tool as { function?: { parameters?: unknown } } | null)?.function?.parameters;
-    if (typeof parameters === "object" && parameters !== null) checkSchemaSize(parameters, `tools[${i}].function.parameters`);
-  }
-  try {
-    return normalizeTools(tools);
-  } catch (error) {
-    const param = /^tools\[\d+\]/.exec(oneLine(error))?.[0] ?? "tools";
-    throw badRequest(oneLine(error), param);
-  }
 }
 
 function openAiToolChoice(choice: unknown, tools: ChatTool[]): ChatToolChoice | undefined {
