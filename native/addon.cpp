@@ -9,6 +9,7 @@
 
 #include "abort.h"
 #include "context.h"
+#include "devices.h"
 #include "ggml-backend.h"
 #include "llama.h"
 #include "load-worker.h"
@@ -68,7 +69,13 @@ Napi::Value SystemInfo(const Napi::CallbackInfo& info) {
   const int build = llama_build_number();
   out.Set("llamaCppVersion",
           (build > 1 ? "b" + std::to_string(build) : std::string(llama_version())) + " (" + commit + ")");
-  out.Set("supportsGpuOffload", llama_supports_gpu_offload());
+  // The machine's own GPUs (llama_supports_gpu_offload also says yes for an RPC build without any GPU).
+  out.Set("supportsGpuOffload", !LocalGpuDevices().empty());
+  out.Set("supportsRpc", SupportsRpc());
+  Napi::Object protocol = Napi::Object::New(env);
+  protocol.Set("major", RpcProtocolVersion().major);
+  protocol.Set("minor", RpcProtocolVersion().minor);
+  out.Set("rpcProtocol", protocol);
   out.Set("supportsMmap", llama_supports_mmap());
   out.Set("maxDevices", Napi::Number::New(env, static_cast<double>(llama_max_devices())));
   return out;

@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "abort.h"
+#include "devices.h"
 #include "gguf.h"
 #include "js-args.h"
 #include "log.h"
@@ -51,8 +52,9 @@ void CheckVocabulary(const std::string& path) {
 
 class LoadTask : public Task {
  public:
-  LoadTask(std::string path, llama_model_params params, AbortFlag abort, Napi::Function onProgress)
-      : path_(std::move(path)), params_(params) {
+  LoadTask(std::string path, llama_model_params params, std::vector<std::string> rpcServers, AbortFlag abort,
+           Napi::Function onProgress)
+      : path_(std::move(path)), params_(params), rpcServers_(std::move(rpcServers)) {
     stop_.user = std::move(abort);
     if (!onProgress.IsEmpty()) onProgress_ = Napi::Persistent(onProgress);
   }
@@ -66,6 +68,13 @@ class LoadTask : public Task {
       throw std::runtime_error("cannot load " + path_ + ": it is a directory, not a GGUF file");
     if (stop_.Requested()) throw std::runtime_error("model load aborted");
     CheckVocabulary(path_);
+
+    // The devices, always named: the machine's GPUs, then the RPC servers asked for (in their order), so that a
+    // server another load added is not used by this one. None: the CPU alone.
+    devices_ = LocalGpuDevices();
+    for (ggml_backend_dev_t device : RpcDevices(rpcServers_)) devices_.push_back(device);
+    devices_.push_back(nullptr);
+    params_.devices = devices_.data();
 
     params_.progress_callback = &LoadTask::OnProgress;
     params_.progress_callback_user_data = this;
@@ -117,6 +126,8 @@ class LoadTask : public Task {
 
   std::string path_;
   llama_model_params params_;
+  std::vector<std::string> rpcServers_;
+  std::vector<ggml_backend_dev_t> devices_;
   Napi::FunctionReference onProgress_;
   float reported_ = -1.0f;
   ModelPtr handle_;
@@ -139,6 +150,18 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     params.n_gpu_layers = IntField(options, "gpuLayers", -1);
     params.load_mode = LoadMode(BoolField(options, "useMmap", true), BoolField(options, "useMlock", false));
     params.vocab_only = BoolField(options, "vocabOnly", false);
+    std::vector<std::string> rpcServers;
+    Napi::Value rpc = options.Get("rpcServers");
+    if (rpc.IsArray()) {
+      auto array = rpc.As<Napi::Array>();
+      for (uint32_t i = 0; i < array.Length(); i++) {
+        Napi::Value item = array.Get(i);
+        if (!item.IsString()) throw Napi::TypeError::New(env, "rpcServers must be an array of \"host:port\" strings");
+        rpcServers.push_back(item.As<Napi::String>().Utf8Value());
+      }
+    } else if (!rpc.IsUndefined() && !rpc.IsNull()) {
+      throw Napi::TypeError::New(env, "rpcServers must be an array of \"host:port\" strings");
+    }
     Napi::Function onProgress;
     if (info.Length() > 2 && info[2].IsFunction()) {
       onProgress = info[2].As<Napi::Function>();
@@ -146,7 +169,8 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
       throw Napi::TypeError::New(env, "onProgress must be a function or null");
     }
     AbortFlag abort = info.Length() > 3 ? AbortFlagWrap::From(info[3], "abort") : nullptr;
-    return Task::Start(env, std::make_unique<LoadTask>(path, params, std::move(abort), onProgress));
+    return Task::Start(env,
+                       std::make_unique<LoadTask>(path, params, std::move(rpcServers), std::move(abort), onProgress));
   } catch (...) {
     return Task::RejectedWithCurrentException(env);
   }

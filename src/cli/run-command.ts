@@ -21,6 +21,7 @@ export const MODEL_OPTIONS = {
   "docker-repo": { type: "string" },
   "gpu-layers": { type: "string" },
   threads: { type: "string", short: "t" },
+  rpc: { type: "string" },
   ...REGISTRY_FLAGS,
   ...PULL_FLAGS,
 } as const satisfies OptionsConfig;
@@ -62,6 +63,7 @@ export const MODEL_USAGE = `Model (one of):
 Loading:
   -ngl, --gpu-layers <N|max>  layers to offload to the GPU (default: max with a GPU backend, else 0)
   -t, --threads <N>           CPU threads (default: physical cores)
+  --rpc <host:port,...>       split the model over llama.cpp RPC servers (ggml-rpc-server; trusted networks only)
 
 Pulling:
 ${REGISTRY_USAGE}
@@ -193,6 +195,7 @@ export async function openModel(
     ...options,
     gpuLayers: parseGpuLayers(values["gpu-layers"]),
     threads: parseInteger("-t/--threads", values.threads, 1),
+    ...rpcOption(values.rpc),
     signal: cli.signal,
   };
   if (source.kind === "file") return llama.loadModel(source.path, modelOptions);
@@ -275,4 +278,10 @@ export async function runCommand(argv: string[], cli: CliContext): Promise<numbe
   } finally {
     await model.dispose();
   }
+}
+
+/** --rpc host:port,host:port as llama.cpp's: the model's rpcServers. */
+export function rpcOption(value: string | undefined): { rpcServers?: string[] } {
+  if (value === undefined) return {};
+  return { rpcServers: value.split(",").map((endpoint) => endpoint.trim()) };
 }

@@ -9,7 +9,7 @@ import { terminalSafe } from "../util/terminal.js";
 import type { CliContext } from "./context.js";
 import { formatError, UsageError } from "./output.js";
 import { PULL_FLAGS, PULL_USAGE_LINES, pullOptions, REGISTRY_FLAGS, REGISTRY_USAGE } from "./registry-io.js";
-import { parseCommandArgs, parseFlashAttention, parseGpuLayers, parseInteger } from "./run-command.js";
+import { parseCommandArgs, parseFlashAttention, parseGpuLayers, parseInteger, rpcOption } from "./run-command.js";
 
 const SERVE_OPTIONS = {
   host: { type: "string" },
@@ -20,6 +20,7 @@ const SERVE_OPTIONS = {
   "ctx-size": { type: "string", short: "c" },
   "batch-size": { type: "string", short: "b" },
   "gpu-layers": { type: "string" },
+  rpc: { type: "string" },
   threads: { type: "string", short: "t" },
   "flash-attn": { type: "string" },
   "max-models": { type: "string" },
@@ -64,6 +65,7 @@ Model (each loaded model):
   -c, --ctx-size <N>          tokens each sequence holds, prompt and answer (default: min(model's, 4096))
   -b, --batch-size <N>        prompt batch size (default 512)
   -ngl, --gpu-layers <N|max>  layers to offload to the GPU (default: max with a GPU backend, else 0)
+  --rpc <host:port,...>       split each model over llama.cpp RPC servers (ggml-rpc-server; trusted networks only)
   -t, --threads <N>           CPU threads (default: physical cores)
   -fa, --flash-attn <on|off|auto>  flash attention (default auto)
 
@@ -121,6 +123,7 @@ export async function serveCommand(argv: string[], cli: CliContext): Promise<num
     contextSize: parseInteger("-c/--ctx-size", values["ctx-size"], 1),
     batchSize: parseInteger("-b/--batch-size", values["batch-size"], 1),
     gpuLayers: parseGpuLayers(values["gpu-layers"]),
+    ...rpcOption(values.rpc),
     threads: parseInteger("-t/--threads", values.threads, 1),
     flashAttention: parseFlashAttention(values["flash-attn"]),
     ...pullOptions(values),

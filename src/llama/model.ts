@@ -9,6 +9,7 @@ import { basename } from "node:path";
 import { LlamaOciError } from "../errors.js";
 import type { PullResult } from "../oci/pull.js";
 import { getBinding } from "./binding.js";
+import { checkRpcEndpoints, probeRpcServers } from "./rpc.js";
 import { embeddingProblem, generationProblem } from "./capabilities.js";
 import { normalizeToolChoice, normalizeTools, templateError, toNativeJson, toOpenAiMessages, type ChatFormatOptions, type ChatMessage } from "./chat-format.js";
 import { ChatSession, type ChatSessionOptions } from "./chat.js";
@@ -486,7 +487,14 @@ export async function loadModel(path: string, options: ModelOptions = {}): Promi
   if (signal?.aborted) throw new LlamaOciError("ABORTED", "the model load was aborted", { cause: signal.reason });
 
   const binding = getBinding();
-  const nativeOptions = toNativeModelOptions(options, binding.systemInfo().supportsGpuOffload);
+  const system = binding.systemInfo();
+  const rpcServers = checkRpcEndpoints(options.rpcServers);
+  if (rpcServers.length > 0) {
+    if (!system.supportsRpc) throw invalid("rpcServers: this build of the addon has no RPC backend", "rebuild it with LLAMA_OCI_RPC=ON (the default)");
+    // llama.cpp's RPC client aborts the process on a server it cannot reach: each one is checked first.
+    await probeRpcServers(rpcServers, system.rpcProtocol);
+  }
+  const nativeOptions = toNativeModelOptions({ ...options, rpcServers }, system.supportsGpuOffload || rpcServers.length > 0);
   const flag = binding.createAbortFlag();
   const onAbort = () => flag.abort();
   signal?.addEventListener("abort", onAbort, { once: true });

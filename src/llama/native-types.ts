@@ -25,7 +25,12 @@ export interface NativeSystemInfo {
   systemInfo: string;
   /** llama.cpp's build number and commit, e.g. "b1234 (abcdef0)", or its version when built from a release bundle without history, e.g. "0.4.0 (80fb11a)". */
   llamaCppVersion: string;
+  /** The machine has a GPU device this build can offload to (RPC servers are not counted). */
   supportsGpuOffload: boolean;
+  /** Built with llama.cpp's RPC backend (rpcServers). */
+  supportsRpc: boolean;
+  /** The RPC protocol version the client speaks (0.0 without RPC). */
+  rpcProtocol: { major: number; minor: number };
   supportsMmap: boolean;
   maxDevices: number;
 }
@@ -42,6 +47,8 @@ export interface NativeModelOptions {
   useMmap: boolean;
   useMlock: boolean;
   vocabOnly: boolean;
+  /** llama.cpp RPC servers ("host:port") to split the model over, checked reachable first. */
+  rpcServers?: string[];
 }
 
 export interface NativeModelInfo {

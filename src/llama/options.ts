@@ -19,6 +19,12 @@ export interface LoadModelOptions {
   onLoadProgress?: (fraction: number) => void;
   /** Aborts the load; loadModel then rejects with code ABORTED. */
   signal?: AbortSignal;
+  /**
+   * llama.cpp RPC servers (`ggml-rpc-server`, "host:port") to split the model over, as llama.cpp's `--rpc`: their
+   * devices come after the machine's own GPUs, and `gpuLayers` are spread over all of them. Unauthenticated: for
+   * trusted networks only.
+   */
+  rpcServers?: string[];
 }
 
 export type FlashAttention = "auto" | "on" | "off" | boolean;
@@ -194,6 +200,7 @@ export function toNativeModelOptions(options: LoadModelOptions, hasGpu: boolean)
     useMmap: options.useMmap ?? true,
     useMlock: options.useMlock ?? false,
     vocabOnly: false,
+    ...(options.rpcServers !== undefined && options.rpcServers.length > 0 ? { rpcServers: [...options.rpcServers] } : {}),
   };
 }
 

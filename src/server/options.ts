@@ -42,6 +42,8 @@ export interface ServeOptions {
   threads?: number;
   /** Layers to offload to the GPU ("max" = all; default "max" with a GPU backend, else 0). */
   gpuLayers?: "max" | number;
+  /** llama.cpp RPC servers ("host:port") each model is split over, as loadModel's rpcServers. */
+  rpcServers?: string[];
   flashAttention?: FlashAttention;
   useMmap?: boolean;
 
