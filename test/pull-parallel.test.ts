@@ -214,15 +214,25 @@ describe("shaped links", () => {
     const model = await pushModel("parallel/capped", [size], 11);
     // The whole link is 8 MB/s and one connection can fill it.
     proxy.setShape({ aggregateBytesPerSecond: 8_000_000, latencyMs: 5 });
-    const result = await pull(model.reference, { cacheDir: newCache(), parallelDownload: { minPartBytes: MiB, initialConnections: 2 } });
+    const debug: { at: number; line: string }[] = [];
+    const result = await pull(model.reference, {
+      cacheDir: newCache(),
+      parallelDownload: { minPartBytes: MiB, initialConnections: 2 },
+      verbose: true,
+      onDebug: (line) => debug.push({ at: Date.now(), line }),
+    });
 
     expect((await readFile(result.path)).equals(model.ggufs[0]!)).toBe(true);
     const gets = blobGets(model);
-    // It tried 4 (2 -> 4 gained nothing), then went back to 2.
+    // It tried 4 (2 -> 4 gained nothing), then went back to 2 (and would try again only 4 s later, after the end).
+    const back = debug.find((d) => /4 connections .* vs 2 .*; back to 2/.test(d.line));
+    expect(back, debug.map((d) => d.line).join("\n")).toBeDefined();
     expect(maxConcurrent(gets)).toBeLessThanOrEqual(4);
-    const last = gets.filter((r) => r.at > gets[0]!.at + 1_500);
-    expect(last.length).toBeGreaterThan(0);
-    expect(maxConcurrent(last)).toBeLessThanOrEqual(2);
+    // From then on only 2 connections take new parts; the 2 added ones finish theirs and stop.
+    const after = gets.filter((r) => r.at > back!.at);
+    expect(after.length).toBeGreaterThan(4);
+    expect(maxConcurrent(after)).toBeLessThanOrEqual(2);
+    expect(debug.some((d) => /trying \d+/.test(d.line) && d.at > back!.at)).toBe(false);
   });
 
   test("one connection held to 50 kB/s does not hold up the end: its range is split and raced", async () => {

@@ -56,6 +56,8 @@ const RATE_TAU_S = 0.5;
 const RATE_SETTLE_MS = 250;
 /** The window over which the aggregate rate with a number of connections is measured. */
 const RAMP_WINDOW_MS = 300;
+/** After adding connections gained nothing, how long until it tries again (doubling each time). */
+const RAMP_RETRY_MS = 4000;
 /** No connections are added when the rest of the blob would arrive within this many seconds at the current rate. */
 const RAMP_MIN_REST_S = 1;
 
@@ -122,8 +124,10 @@ class ParallelDownload {
     windowBytes: number;
     /** The last doubling, to be judged by the window after it. */
     step?: { from: number; to: number; rate: number };
+    /** Times it went back for want of a gain: each waits twice as long before it tries again. */
+    backoffs: number;
     done: boolean;
-  } = { windowBytes: 0, done: false };
+  } = { windowBytes: 0, backoffs: 0, done: false };
 
   constructor(
     private readonly request: BlobRequest,
@@ -645,13 +649,15 @@ class ParallelDownload {
   /**
    * Doubles the connections while the aggregate rate grows with them: each window of RAMP_WINDOW_MS (after the added
    * ones had time for a first byte) is compared with the one before. Added connections that gained nearly nothing
-   * stop after their part; a gain well short of proportional keeps them but adds no more. Not worth it when the rest
-   * would arrive within about a second anyway.
+   * stop after their part; a gain well short of proportional keeps them but adds no more for now. Either way it tries
+   * again after RAMP_RETRY_MS, twice as long each time (one window can be misled by a straggler or a busy CPU). Not
+   * worth it when the rest would arrive within about a second anyway.
    */
   private rampUp(now: number): void {
     const ramp = this.ramp;
     if (ramp.done || this.single) return;
-    if (ramp.windowAt === undefined || (ramp.openAt !== undefined && now < ramp.openAt)) {
+    // Connections above the level (after going back) finish their parts first: the window is for the level's.
+    if (ramp.windowAt === undefined || (ramp.openAt !== undefined && now < ramp.openAt) || this.lanes > this.level) {
       // The first window opens with the first byte; a later one once the connections just added had time for theirs.
       // Either way it opens at a tick, with the bytes received by then: time and bytes are counted from the same moment.
       if (this.received === 0) return;
@@ -668,15 +674,23 @@ class ParallelDownload {
       const gain = rate / step.rate;
       const proportional = (step.to - step.from) / step.from;
       if (gain < 1 + 0.15 * proportional) {
-        // Nothing gained: back to as many as before (the extra ones stop after their part).
-        logger.debug(`${digest}: ${step.to} connections ${mbps(rate)} vs ${step.from} ${mbps(step.rate)}; back to ${step.from}`);
+        // Nothing gained: back to as many as before (the extra ones stop after their part). One window can be
+        // misled (a straggler dropped in it, a busy CPU): try again later, waiting twice as long each time.
+        const retryMs = RAMP_RETRY_MS * 2 ** ramp.backoffs++;
+        logger.debug(`${digest}: ${step.to} connections ${mbps(rate)} vs ${step.from} ${mbps(step.rate)}; back to ${step.from}, again in ${retryMs / 1000} s`);
         this.level = step.from;
-        ramp.done = true;
+        ramp.openAt = now + retryMs;
+        ramp.windowAt = now;
+        ramp.windowBytes = this.received;
         return;
       }
       if (gain < 1 + 0.5 * proportional) {
-        logger.debug(`${digest}: ${step.to} connections ${mbps(rate)} vs ${step.from} ${mbps(step.rate)}; staying at ${step.to}`);
-        ramp.done = true;
+        // Some gain, well short of proportional: keep them, and see later whether more would still help.
+        const retryMs = RAMP_RETRY_MS * 2 ** ramp.backoffs++;
+        logger.debug(`${digest}: ${step.to} connections ${mbps(rate)} vs ${step.from} ${mbps(step.rate)}; staying at ${step.to}, more in ${retryMs / 1000} s`);
+        ramp.openAt = now + retryMs;
+        ramp.windowAt = now;
+        ramp.windowBytes = this.received;
         return;
       }
     }
