@@ -18,7 +18,8 @@
 //   --skip-peers    time only llama-oci (and the baseline)
 //   --baseline DIR  also time `llama-oci pull` of another built checkout (its bin/llama-oci.js) on loopback, to
 //                   measure what a change costs: e.g. `git archive <commit> | tar -x -C ../base`, `npm run build` there
-//   LLAMA_OCI_MAX_CONNECTIONS=1 in the environment times our single-stream path instead.
+//   Loopback also times ours with LLAMA_OCI_MAX_CONNECTIONS=1 (one stream per file); set it in the environment to
+//   time only that path.
 //
 // Needs: docker-registry, skopeo, curl, GNU time (Debian: apt-get install docker-registry skopeo curl time).
 import { execFileSync, spawn, spawnSync } from "node:child_process";
@@ -92,7 +93,11 @@ console.log(`\nmedians of ${runs} runs; ${cpus().length} CPUs, load average ${lo
 
 async function loopback(mb) {
   const blob = await pushBlobModel(mb);
-  const tools = { ours: (dest) => ours(join(root, "bin", "llama-oci.js"), blob.reference, dest) };
+  const tools = {
+    ours: (dest) => ours(join(root, "bin", "llama-oci.js"), blob.reference, dest),
+    // The same pull over one connection per file (the single-stream path, hashing each chunk as it arrives).
+    "ours, 1 connection": (dest) => ours(join(root, "bin", "llama-oci.js"), blob.reference, dest, { LLAMA_OCI_MAX_CONNECTIONS: "1" }),
+  };
   if (baselineCli !== undefined) tools.baseline = (dest) => ours(baselineCli, blob.reference, dest);
   if (!skipPeers) {
     tools.skopeo = (dest) => skopeo(blob.reference, dest);
@@ -185,8 +190,8 @@ async function alternate(label, tools, after = () => {}) {
   return results;
 }
 
-function ours(cli, reference, cacheDir) {
-  return measure("node", [cli, "pull", "-q", "--cache-dir", cacheDir, reference]);
+function ours(cli, reference, cacheDir, env = {}) {
+  return measure("node", [cli, "pull", "-q", "--cache-dir", cacheDir, reference], env);
 }
 
 function skopeo(reference, dest) {
@@ -198,9 +203,12 @@ function curl(url, dest) {
 }
 
 /** A command under GNU time: { wall, cpu (user + system, children included), maxRss (bytes) }. */
-function measure(command, args) {
+function measure(command, args, env = {}) {
   const report = join(work, "time.out");
-  const run = spawnSync(GNU_TIME, ["-o", report, "-f", "%e %U %S %M", command, ...args], { stdio: ["ignore", "ignore", "inherit"] });
+  const run = spawnSync(GNU_TIME, ["-o", report, "-f", "%e %U %S %M", command, ...args], {
+    stdio: ["ignore", "ignore", "inherit"],
+    env: { ...process.env, ...env },
+  });
   if (run.status !== 0) throw new Error(`${command} ${args.join(" ")} failed (${run.status ?? run.signal})`);
   const [wall, user, system, maxRssKb] = readFileSync(report, "utf8").trim().split("\n").at(-1).split(/\s+/).map(Number);
   return { wall, cpu: user + system, maxRss: maxRssKb * 1024 };
@@ -217,7 +225,7 @@ function medians(results) {
 }
 
 function toolTable(m, mb) {
-  const label = { ours: "llama-oci pull", baseline: "baseline pull", skopeo: "skopeo copy (dir:)", curl: "curl -o + sync", sha: "Node SHA-256 pass", "ours, straggler": "llama-oci pull, one connection at 0.5 MB/s" };
+  const label = { ours: "llama-oci pull", "ours, 1 connection": "llama-oci pull, LLAMA_OCI_MAX_CONNECTIONS=1", baseline: "baseline pull", skopeo: "skopeo copy (dir:)", curl: "curl -o + sync", sha: "Node SHA-256 pass", "ours, straggler": "llama-oci pull, one connection at 0.5 MB/s" };
   const withSustained = Object.values(m).some((r) => r.sustained !== undefined);
   const rows = [
     `| tool | wall | MB/s |${withSustained ? " sustained MB/s |" : ""} CPU s | peak RSS | runs (wall) |`,
