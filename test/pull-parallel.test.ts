@@ -235,6 +235,37 @@ describe("shaped links", () => {
     expect(debug.some((d) => /trying \d+/.test(d.line) && d.at > back!.at)).toBe(false);
   });
 
+  test("after going back it tries again later: a link that then stops being filled by one connection gets more", async () => {
+    const size = 40 * MiB;
+    const model = await pushModel("parallel/reprobe", [size], 15);
+    // First a link that one connection fills (8 MB/s in all): 2 -> 4 gains nothing, back to 2. Once it has said so,
+    // the link changes to 2 MB/s per connection and nothing in all: the retry 4 s later must find the gain.
+    proxy.setShape({ aggregateBytesPerSecond: 8_000_000, latencyMs: 5 });
+    const debug: { at: number; line: string }[] = [];
+    let back: number | undefined;
+    const result = await pull(model.reference, {
+      cacheDir: newCache(),
+      parallelDownload: { minPartBytes: MiB, initialConnections: 2, maxConnections: 8 },
+      verbose: true,
+      onDebug: (line) => {
+        debug.push({ at: Date.now(), line });
+        if (back === undefined && /4 connections .* vs 2 .*; back to 2, again in 4 s/.test(line)) {
+          back = Date.now();
+          proxy.setShape({ perConnectionBytesPerSecond: 2_000_000, latencyMs: 5 });
+        }
+      },
+    });
+
+    expect((await readFile(result.path)).equals(model.ggufs[0]!)).toBe(true);
+    const lines = debug.map((d) => d.line).join("\n");
+    expect(back, lines).toBeDefined();
+    const retried = debug.find((d) => d.at > back! && /over 2 connection\(s\); trying 4/.test(d.line));
+    expect(retried, lines).toBeDefined();
+    expect(retried!.at - back!).toBeGreaterThanOrEqual(3_900);
+    const later = blobGets(model).filter((r) => r.at > retried!.at);
+    expect(maxConcurrent(later)).toBeGreaterThanOrEqual(4);
+  });
+
   test("one connection held to 50 kB/s does not hold up the end: its range is split and raced", async () => {
     const size = 32 * MiB;
     const model = await pushModel("parallel/straggler", [size], 12);
