@@ -168,7 +168,7 @@ describe("parts", () => {
     expect(blobGets(large).map((r) => r.range)).toEqual([undefined]);
   });
 
-  test("LLAMA_OCI_MAX_CONNECTIONS=1 keeps one stream per file; a value that is not 1-64 is one line and nothing moves", async () => {
+  test("LLAMA_OCI_MAX_CONNECTIONS=1 keeps one stream per file; a bad value there or in parallelDownload is one line, nothing moves", async () => {
     const model = await pushModel("parallel/envlimit", [12 * MiB], 4);
     const result = await pull(model.reference, { cacheDir: newCache(), env: { ...process.env, LLAMA_OCI_MAX_CONNECTIONS: "1" }, parallelDownload: SMALL_PARTS });
     expect((await readFile(result.path)).equals(model.ggufs[0]!)).toBe(true);
@@ -187,6 +187,18 @@ describe("parts", () => {
       expect(blobGets(model)).toEqual([]);
     }
     await removeDir(home);
+
+    for (const [name, value] of [
+      ["maxConnections", 0],
+      ["initialConnections", 1.5],
+      ["minPartBytes", 1024],
+    ] as const) {
+      proxy.resetStats();
+      const error = await pullError(model.reference, { cacheDir: newCache(), parallelDownload: { [name]: value } });
+      expect(error.code).toBe("INVALID_ARGUMENT");
+      expect(error.message).toMatch(new RegExp(`^parallelDownload\\.${name} must be a whole number from \\d+ to \\d+, got ${value}$`));
+      expect(proxy.requests).toEqual([]);
+    }
   });
 });
 
