@@ -9,7 +9,7 @@ import { isLayoutReference, parseLayoutLocation, pullFromLayout } from "./layout
 import { buildResult, withArtifactExtras, type PullResult } from "./pull-result.js";
 import { createLogger, isTruthy, type Logger } from "../log.js";
 import { runPool } from "../util/pool.js";
-import { downloadBlob } from "./download.js";
+import { ConnectionBudget, downloadBlob, MAX_CONNECTIONS_LIMIT, parallelSettings, type ParallelDownloadOptions } from "./download/index.js";
 import {
   MAX_CONFIG_BYTES,
   modelFiles,
@@ -51,6 +51,12 @@ export interface PullOptions extends RegistryAccessOptions {
   stallTimeoutMs?: number;
   /** Files downloaded at once (default 4). */
   concurrency?: number;
+  /**
+   * Large blobs over several connections: { maxConnections (default 16, for the whole pull, all files together;
+   * also LLAMA_OCI_MAX_CONNECTIONS; 1 = one stream per file), initialConnections (4), minPartBytes (16 MiB: blobs
+   * under 4x this are one request) }.
+   */
+  parallelDownload?: ParallelDownloadOptions;
   /**
    * Which child of an image index to pull, "os/arch[/variant]" (default DOCKER_DEFAULT_PLATFORM, else the model
    * child, else linux/amd64).
@@ -98,7 +104,9 @@ async function pullFiles(reference: string, options: PullOptions, logger: Logger
   };
   if (options.offline ?? isTruthy(env.LLAMA_OCI_OFFLINE)) return pullOffline(ctx);
 
-  const http = new HttpClient({ logger, env, retry: options.retry });
+  // Enough pooled connections per origin for every connection the pull's blobs may open at once.
+  const connections = pullParallel(options, env).maxConnections;
+  const http = new HttpClient({ logger, env, retry: options.retry, connections: Math.max(8, connections) });
   try {
     return await pullOnline(ctx, http);
   } finally {
@@ -128,6 +136,22 @@ async function cachedManifestDigest(ctx: PullContext): Promise<string | undefine
   const body = await store.manifests.read(ref.digest);
   if (!body) return undefined;
   return modelManifestDigest({ digest: ref.digest, parsed: parseManifest(body, undefined) }, ctx.platform);
+}
+
+/** The parallel-download settings: the options, with LLAMA_OCI_MAX_CONNECTIONS when they do not say. */
+function pullParallel(options: PullOptions, env: NodeJS.ProcessEnv): Required<ParallelDownloadOptions> {
+  const raw = env.LLAMA_OCI_MAX_CONNECTIONS?.trim();
+  let fromEnv: ParallelDownloadOptions = {};
+  if (raw !== undefined && raw !== "") {
+    const value = /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
+    if (!(value >= 1 && value <= MAX_CONNECTIONS_LIMIT)) {
+      throw new LlamaOciError("INVALID_ARGUMENT", `LLAMA_OCI_MAX_CONNECTIONS must be a whole number from 1 to ${MAX_CONNECTIONS_LIMIT}, got "${raw}"`, {
+        hint: "unset it for the default (16), or set 1 for one connection per file",
+      });
+    }
+    fromEnv = { maxConnections: value };
+  }
+  return parallelSettings({ ...fromEnv, ...options.parallelDownload });
 }
 
 function wantedPlatform(option: string | undefined, env: NodeJS.ProcessEnv): Platform | undefined {
@@ -227,6 +251,10 @@ async function pullOnline(ctx: PullContext, http: HttpClient): Promise<PullResul
   await assertFreeSpace(store, blobs);
   // Blobs come from the endpoint that served the manifest; a mirror that fails mid-way hands the rest to the origin.
   let blobEndpoint = served.endpoint;
+  // One budget of connections for every file downloading at once: a large blob adds connections only while the
+  // others leave some free.
+  const parallel = pullParallel(options, env);
+  const budget = new ConnectionBudget(parallel.maxConnections);
   const download = async (file: StoredFile, endpoint: PullEndpoint) =>
     downloadBlob({
       client: await clientFor(endpoint),
@@ -240,6 +268,8 @@ async function pullOnline(ctx: PullContext, http: HttpClient): Promise<PullResul
       signal: options.signal,
       retry: options.retry,
       stallTimeoutMs: options.stallTimeoutMs,
+      parallel,
+      budget,
     });
   const fetchBlob = async (file: StoredFile) => {
     const endpoint = blobEndpoint;

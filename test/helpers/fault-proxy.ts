@@ -4,7 +4,12 @@
  * answer an error status, stall, or rewrite the Range the upstream sees, so it ignores it or answers another
  * offset). It forwards with the upstream's Host, so the registry builds upstream URLs, and
  * rewrites Location headers that point at the upstream origin to point at the proxy.
+ * It can also shape the link (LinkShape): a rate cap per client connection and one for all of them together (token
+ * buckets), a delay before every response, and one "straggler" connection held to a much lower rate; and play a CDN
+ * whose signed URLs expire (signRedirects on the proxy in front of the registry, expiringUrls on the one in front of
+ * the CDN). Traffic only to and from 127.0.0.1.
  */
+import type { Socket } from "node:net";
 import { Agent, createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
 import { closeServer, listenLocal } from "./ports.js";
 
@@ -18,6 +23,12 @@ export interface ProxiedRequest {
   /** Status the client got (upstream's or an injected one); unset while in flight. */
   status?: number;
   at: number;
+  /** When the response was over (sent whole, cut, or the client went away); unset while in flight. */
+  endAt?: number;
+  /** Which client connection carried it (1, 2, … in the order they first sent a request). */
+  connection: number;
+  /** Response body bytes sent for it. */
+  bytes: number;
 }
 
 export interface FaultRequestInfo {
@@ -48,6 +59,29 @@ export type Fault = FaultCommon &
     | { kind: "shift-range"; by: number }
   );
 
+/** A shaped link between the client and the upstream (response bodies only; requests are small). */
+export interface LinkShape {
+  /** Each client connection's response bodies at most this many bytes per second. */
+  perConnectionBytesPerSecond?: number;
+  /** All response bodies together at most this many bytes per second. */
+  aggregateBytesPerSecond?: number;
+  /** Added before every response is sent (a long link's round trip). */
+  latencyMs?: number;
+  /**
+   * One connection far slower than the others: the `nth` client connection (from 1) that carries a request `match`
+   * accepts (default: any GET answered with a body) is held to `bytesPerSecond` instead of the per-connection rate.
+   */
+  straggler?: { nth: number; bytesPerSecond: number; match?: (req: FaultRequestInfo) => boolean };
+}
+
+export interface FaultProxyOptions {
+  shape?: LinkShape;
+  /** Append `expires=<epoch ms>` (now + ttlMs) to every Location header relayed: signed URLs that expire. */
+  signRedirects?: { ttlMs: number };
+  /** Answer 403 (as S3 does) to a request whose `expires` query parameter is missing or in the past. */
+  expiringUrls?: boolean;
+}
+
 export interface FaultProxy {
   url: string;
   host: string;
@@ -62,12 +96,37 @@ export interface FaultProxy {
   clearFaults(): void;
   /** Forgets recorded requests and byte counts. */
   resetStats(): void;
+  /** Changes the link's shape from now on (undefined: unshaped); connections count from 1 again for the straggler. */
+  setShape(shape: LinkShape | undefined): void;
+  /** Requests answered 403 because their signed URL had expired. */
+  readonly expiredRequests: number;
   stop(): Promise<void>;
 }
 
+/**
+ * A token bucket as a virtual clock: sending `bytes` moves the clock on by bytes/rate; the sender waits for the clock
+ * less a burst allowance (which also makes up for timers firing late).
+ */
+class Pace {
+  private clock = 0;
+  private readonly burstMs: number;
+
+  constructor(private readonly bytesPerSecond: number) {
+    this.burstMs = Math.max(20, (64 * 1024 * 1000) / bytesPerSecond);
+  }
+
+  /** How long to wait before sending `bytes`. */
+  reserve(bytes: number, now: number): number {
+    this.clock = Math.max(this.clock, now - this.burstMs) + (bytes * 1000) / this.bytesPerSecond;
+    return Math.max(0, this.clock - now - this.burstMs);
+  }
+}
+
+const SHAPED_PIECE_BYTES = 64 * 1024;
+
 const HOP_BY_HOP = ["connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te", "trailer"];
 
-export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
+export async function startFaultProxy(targetUrl: string, options: FaultProxyOptions = {}): Promise<FaultProxy> {
   const upstream = new URL(targetUrl);
   const agent = new Agent({ keepAlive: true });
   const faults: { fault: Fault; left: number }[] = [];
@@ -75,6 +134,46 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
   const bytesByPath = new Map<string, number>();
   let bytesSent = 0;
   let proxyOrigin = "";
+  let expiredRequests = 0;
+
+  // Shaping: one pace for all, one per client connection (the straggler's own), numbered in order of first use.
+  let shape: LinkShape | undefined;
+  let aggregatePace: Pace | undefined;
+  const connectionIds = new WeakMap<Socket, number>();
+  let nextConnectionId = 1;
+  let connectionPaces = new WeakMap<Socket, Pace | null>();
+  let stragglerCandidates = 0;
+  let stragglerChecked = new WeakSet<Socket>();
+  const setShape = (next: LinkShape | undefined) => {
+    shape = next;
+    aggregatePace = next?.aggregateBytesPerSecond ? new Pace(next.aggregateBytesPerSecond) : undefined;
+    connectionPaces = new WeakMap();
+    stragglerChecked = new WeakSet();
+    stragglerCandidates = 0;
+  };
+  setShape(options.shape);
+  const connectionOf = (socket: Socket): number => {
+    let id = connectionIds.get(socket);
+    if (id === undefined) connectionIds.set(socket, (id = nextConnectionId++));
+    return id;
+  };
+  /** The pace of a connection for a response to `info`; null: not shaped per connection. */
+  const paceOf = (socket: Socket, info: FaultRequestInfo, status: number): Pace | null => {
+    const straggler = shape?.straggler;
+    if (straggler && !stragglerChecked.has(socket)) {
+      const candidate = straggler.match ? straggler.match(info) : info.method === "GET" && (status === 200 || status === 206);
+      if (candidate) {
+        stragglerChecked.add(socket);
+        if (++stragglerCandidates === straggler.nth) connectionPaces.set(socket, new Pace(straggler.bytesPerSecond));
+      }
+    }
+    let pace = connectionPaces.get(socket);
+    if (pace === undefined) {
+      pace = shape?.perConnectionBytesPerSecond ? new Pace(shape.perConnectionBytesPerSecond) : null;
+      connectionPaces.set(socket, pace);
+    }
+    return pace;
+  };
 
   const takeFault = (info: FaultRequestInfo, body: { status: number } | undefined): Fault | undefined => {
     const index = faults.findIndex(({ fault }) => {
@@ -97,11 +196,25 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
 
   const server = createServer((req, res) => {
     const path = req.url ?? "/";
-    const pathname = new URL(path, "http://x").pathname;
-    const record: ProxiedRequest = { method: req.method ?? "", path, at: Date.now() };
+    const url = new URL(path, "http://x");
+    const pathname = url.pathname;
+    const record: ProxiedRequest = { method: req.method ?? "", path, at: Date.now(), connection: connectionOf(req.socket), bytes: 0 };
     if (typeof req.headers.range === "string") record.range = req.headers.range;
     requests.push(record);
+    res.on("close", () => (record.endAt = Date.now()));
     const info: FaultRequestInfo = { method: record.method, path, headers: req.headers };
+
+    if (options.expiringUrls) {
+      const expires = Number(url.searchParams.get("expires") ?? Number.NaN);
+      if (!(expires > Date.now())) {
+        expiredRequests++;
+        record.status = 403;
+        const body = Buffer.from('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>');
+        res.writeHead(403, { "content-type": "application/xml", "content-length": body.length });
+        res.end(req.method === "HEAD" ? undefined : body);
+        return;
+      }
+    }
 
     const injected = takeFault(info, undefined);
     if (injected?.kind === "status") {
@@ -148,26 +261,55 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     upReq.on("response", (upRes) => {
       record.status = upRes.statusCode ?? 502;
       const fault = takeFault(info, { status: record.status });
-      void relay(upRes, res, fault, (n) => count(pathname, n)).catch(() => res.destroy());
+      const pace = shape ? paceOf(req.socket, info, record.status) : null;
+      const sent = (n: number) => {
+        record.bytes += n;
+        count(pathname, n);
+      };
+      void relay(upRes, res, fault, sent, pace).catch(() => res.destroy());
     });
     req.pipe(upReq);
   });
 
-  async function relay(upRes: IncomingMessage, res: ServerResponse, fault: Fault | undefined, sent: (n: number) => void): Promise<void> {
+  async function relay(
+    upRes: IncomingMessage,
+    res: ServerResponse,
+    fault: Fault | undefined,
+    sent: (n: number) => void,
+    pace: Pace | null,
+  ): Promise<void> {
     const headers: IncomingHttpHeaders = { ...upRes.headers };
     for (const name of HOP_BY_HOP) delete headers[name];
     if (typeof headers.location === "string") headers.location = rewriteLocation(headers.location);
+    if (typeof headers.location === "string" && options.signRedirects) headers.location = sign(headers.location, options.signRedirects.ttlMs);
+    if (shape?.latencyMs) await sleep(shape.latencyMs);
+    if (res.destroyed) {
+      upRes.destroy();
+      return;
+    }
     res.writeHead(upRes.statusCode ?? 502, headers);
 
     let offset = 0;
     let stalled = false;
-    const write = async (data: Buffer) => {
+    const send = async (data: Buffer) => {
       if (res.destroyed) throw new Error("client went away");
       if (data.length === 0) return;
       sent(data.length);
       offset += data.length;
       if (!res.write(data)) await waitDrain(res);
     };
+    const shaped = async (data: Buffer) => {
+      const aggregate = aggregatePace;
+      if (!pace && !aggregate) return send(data);
+      for (let at = 0; at < data.length; at += SHAPED_PIECE_BYTES) {
+        const piece = data.subarray(at, at + SHAPED_PIECE_BYTES);
+        const now = performance.now();
+        const wait = Math.max(pace?.reserve(piece.length, now) ?? 0, aggregate?.reserve(piece.length, now) ?? 0);
+        if (wait > 0) await sleep(wait);
+        await send(piece);
+      }
+    };
+    const write = (data: Buffer) => shaped(data);
     for await (const chunk of upRes as AsyncIterable<Buffer>) {
       let data = chunk;
       if (fault?.kind === "corrupt" && fault.offset >= offset && fault.offset < offset + data.length) {
@@ -222,6 +364,10 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
     },
     bytesByPath,
     addFault: (fault) => void faults.push({ fault, left: fault.times ?? 1 }),
+    setShape,
+    get expiredRequests() {
+      return expiredRequests;
+    },
     get pendingFaults() {
       return faults.map((entry) => entry.fault);
     },
@@ -230,12 +376,28 @@ export async function startFaultProxy(targetUrl: string): Promise<FaultProxy> {
       requests.splice(0);
       bytesByPath.clear();
       bytesSent = 0;
+      expiredRequests = 0;
     },
     async stop() {
       await closeServer(server);
       agent.destroy();
     },
   };
+}
+
+/** A URL with `expires=<now + ttlMs>` added to its query. */
+function sign(location: string, ttlMs: number): string {
+  try {
+    const url = new URL(location);
+    url.searchParams.set("expires", String(Date.now() + ttlMs));
+    return url.href;
+  } catch {
+    return location;
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** `bytes=N-M` (or `bytes=N-`) with N moved by `by`; other forms are returned unchanged. */

@@ -9,7 +9,10 @@ import { listDir } from "./atomic-write.js";
 import { fsyncDir, fsyncFile } from "./durable.js";
 import { ALGORITHMS, type StoreLayout } from "./layout.js";
 
-/** A file under blobs/: a verified blob, a partial download (.tmp), the digest it must reach (.digest), or a lock. */
+/**
+ * A file under blobs/: a verified blob, a partial download (.tmp, and the per-part state of one written over several
+ * connections, .parts), the digest it must reach (.digest), or a lock.
+ */
 export interface BlobFileEntry {
   digest: string;
   kind: "blob" | "partial" | "partial-digest" | "lock";
@@ -20,6 +23,7 @@ export interface BlobFileEntry {
 
 const SUFFIXES: ReadonlyMap<string, BlobFileEntry["kind"]> = new Map([
   [".tmp", "partial"],
+  [".parts", "partial"],
   [".digest", "partial-digest"],
   [".lock", "lock"],
 ]);
@@ -36,6 +40,9 @@ export class BlobStore {
   partialDigestPath(digest: string): string {
     return this.layout.partialDigest(digest);
   }
+  partialStatePath(digest: string): string {
+    return this.layout.partialState(digest);
+  }
 
   /** Whether a verified blob of this digest and size is present. */
   async has(digest: string, size: number): Promise<boolean> {
@@ -48,20 +55,25 @@ export class BlobStore {
   }
 
   /**
-   * Moves a fully verified partial into place and forgets its .digest file: its data is fsynced first and the folder
-   * after, so that after a power cut the blob is either absent or whole (a cache hit trusts a blob by its size).
+   * Moves a fully verified partial into place and forgets its .parts and .digest files: its data is fsynced first and
+   * the folder after, so that after a power cut the blob is either absent or whole (a cache hit trusts a blob by its
+   * size).
    */
   async commit(digest: string): Promise<void> {
     const partial = this.partialPath(digest);
     await fsyncFile(partial);
     await rename(partial, this.path(digest));
     await fsyncDir(dirname(this.path(digest)));
+    await rm(this.partialStatePath(digest), { force: true });
     await rm(this.partialDigestPath(digest), { force: true });
   }
 
   async discardPartial(digest: string): Promise<void> {
-    await rm(this.partialPath(digest), { force: true });
+    // The .digest first: without it nothing left behind by a crash here is resumed (a .tmp whose .parts was already
+    // gone would otherwise read as a single-stream prefix, holes and all).
     await rm(this.partialDigestPath(digest), { force: true });
+    await rm(this.partialPath(digest), { force: true });
+    await rm(this.partialStatePath(digest), { force: true });
   }
 
   async remove(digest: string): Promise<void> {

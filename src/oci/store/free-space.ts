@@ -6,6 +6,7 @@
 import { readFile, stat, statfs } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { LlamaOciError } from "../../errors.js";
+import { readPartialState } from "./partial-state.js";
 import type { Store } from "./store.js";
 
 /** Whether an error is the file system saying it is full (or the user's quota is). */
@@ -105,7 +106,13 @@ async function partialBytes(store: Store, file: BlobNeed): Promise<number> {
   const recorded = (await readFile(store.blobs.partialDigestPath(file.digest), "utf8").catch(() => "")).trim();
   if (recorded !== file.digest) return 0;
   const info = await stat(store.blobs.partialPath(file.digest)).catch(() => undefined);
-  return info?.isFile() && info.size <= file.size ? info.size : 0;
+  if (!info?.isFile() || info.size > file.size) return 0;
+  // Written over several connections: the file is sparse, and only its done ranges are held (none if not valid).
+  const statePath = store.blobs.partialStatePath(file.digest);
+  const hasState = await stat(statePath).then(() => true, () => false);
+  if (!hasState) return info.size;
+  const done = await readPartialState(statePath, file.digest, file.size);
+  return (done ?? []).reduce((sum, [start, end]) => sum + Math.min(end, info.size) - Math.min(start, info.size), 0);
 }
 
 /** Decimal units as `docker images` and `llama-oci ls` print them: "999 B", "12.6 MB", "1.23 GB". */

@@ -1,7 +1,7 @@
 /**
  * store: the cache on disk: its layout, content-addressed blobs, manifests, model records and folders, refs,
  * cross-process locks, batched, atomic and durable (fsynced) writes, file hashing, importing local files as blobs,
- * and checking free disk space.
+ * checking free disk space, and the per-part state of partial downloads written over several connections.
  */
 export * from "./store.js";
 export * from "./layout.js";
@@ -17,3 +17,4 @@ export * from "./cache-dir.js";
 export * from "./blob-import.js";
 export * from "./durable.js";
 export * from "./free-space.js";
+export * from "./partial-state.js";

@@ -2,6 +2,7 @@
  * The on-disk layout of the cache, under <cacheDir>/oci/:
  *   blobs/sha256/<hex>            verified blobs (layers and configs), each stored once whatever uses it
  *   blobs/sha256/<hex>.tmp        a partial download, next to <hex>.digest holding the digest it must reach
+ *   blobs/sha256/<hex>.parts      which byte ranges of a partial downloaded over several connections are on disk
  *   blobs/sha256/<hex>.lock       held while one process downloads that blob
  *   manifests/sha256/<hex>        raw manifest and index bytes, as the registry sent them
  *   models/<hex>.json             what a model manifest resolved to: its files, digests, sizes, when verified
@@ -36,6 +37,10 @@ export class StoreLayout {
   }
   partialDigest(digest: string): string {
     return `${this.blob(digest)}.digest`;
+  }
+  /** The per-part state of a partial written at several offsets at once (see partial-state.ts). */
+  partialState(digest: string): string {
+    return `${this.blob(digest)}.parts`;
   }
   lock(digest: string): string {
     return `${this.blob(digest)}.lock`;

@@ -1,18 +1,16 @@
 /**
- * Downloads one blob into the store: hashed while it streams to disk (no second read), resumable from a
- * <hex>.tmp partial whose <hex>.digest names the same digest, retried with backoff on dropped or stalled
- * connections and 408/429/5xx, verified for size and digest before it is renamed into place. A blob is
- * downloaded by one process at a time (a lock per blob); others wait and then find it in the cache.
+ * One blob over one connection, as every blob below the parallel threshold is fetched: hashed while it streams to
+ * disk (no second read), resumed from a <hex>.tmp prefix whose <hex>.digest names the same digest, retried with
+ * backoff on dropped or stalled connections and 408/429/5xx, restarted on a 200 to a Range request, verified for size
+ * and digest. The caller (blob.ts) holds the blob's lock and commits the partial.
  */
 import { createHash, type Hash } from "node:crypto";
 import { open, readFile, stat, truncate, writeFile } from "node:fs/promises";
 import { finished } from "node:stream/promises";
-import { LlamaOciError, abortError, isAbort } from "../errors.js";
-import type { Logger } from "../log.js";
-import { parseDigest } from "./name/index.js";
-import type { ProgressListener } from "./progress.js";
-import { contentRangeStart, openBlob } from "./remote/index.js";
-import { BatchWriter, hashFile, isNoSpace, noSpaceError, type Store } from "./store/index.js";
+import { LlamaOciError, abortError, isAbort } from "../../errors.js";
+import { parseDigest } from "../name/index.js";
+import { contentRangeStart, openBlob } from "../remote/index.js";
+import { BatchWriter, hashFile, isNoSpace, noSpaceError } from "../store/index.js";
 import {
   backoffMs,
   delay,
@@ -23,65 +21,9 @@ import {
   retryAfterMs,
   retryPolicy,
   type HttpResponse,
-  type RegistryTransport,
   type RetryPolicy,
-} from "./transport/index.js";
-
-export interface BlobRequest {
-  client: RegistryTransport;
-  store: Store;
-  repository: string;
-  digest: string;
-  size: number;
-  filename: string;
-  logger: Logger;
-  onProgress?: ProgressListener;
-  signal?: AbortSignal;
-  retry?: Partial<RetryPolicy>;
-  /** No bytes for this long counts as a stalled connection. */
-  stallTimeoutMs?: number;
-}
-
-export interface BlobResult {
-  fromCache: boolean;
-  /** Blob bytes received over the network by this call. */
-  bytesTransferred: number;
-}
-
-const PROGRESS_INTERVAL_MS = 50;
-/** A background fdatasync of the partial after each this many bytes (see BatchWriter). */
-const SYNC_EVERY_BYTES = 32 << 20;
-
-export async function downloadBlob(request: BlobRequest): Promise<BlobResult> {
-  const { store, digest, size, onProgress } = request;
-  if (await store.blobs.has(digest, size)) {
-    onProgress?.({ type: "layer-done", digest, size, fromCache: true });
-    return { fromCache: true, bytesTransferred: 0 };
-  }
-  // Another process downloading the blob holds its lock: say so, and wait (an abort ends the wait at once).
-  const lock = await store.lockBlob(digest, {
-    signal: request.signal,
-    onWait: () => {
-      request.logger.debug(`waiting for another download of ${digest}`);
-      onProgress?.({ type: "layer-waiting", digest, size, filename: request.filename });
-    },
-  });
-  try {
-    if (await store.blobs.has(digest, size)) {
-      onProgress?.({ type: "layer-done", digest, size, fromCache: true });
-      return { fromCache: true, bytesTransferred: 0 };
-    }
-    const bytesTransferred = await fetchIntoPartial(request);
-    await store.blobs.commit(digest).catch(async (error: unknown) => {
-      if (!isNoSpace(error)) throw error;
-      throw await noSpaceError(store.root, { writing: request.filename, kept: size, cause: error });
-    });
-    onProgress?.({ type: "layer-done", digest, size, fromCache: false });
-    return { fromCache: false, bytesTransferred };
-  } finally {
-    await lock.release();
-  }
-}
+} from "../transport/index.js";
+import { PROGRESS_INTERVAL_MS, SYNC_EVERY_BYTES, type BlobRequest } from "./request.js";
 
 interface PartialState {
   hash: Hash;
@@ -117,7 +59,8 @@ async function hashPrefix(path: string, digest: string, length: number): Promise
   return { hash: await hashFile(path, parseDigest(digest).algorithm, { length }), offset: length };
 }
 
-async function fetchIntoPartial(request: BlobRequest): Promise<number> {
+/** Downloads the blob into its partial; returns the bytes received. */
+export async function fetchSingleStream(request: BlobRequest): Promise<number> {
   const { store, digest, size, onProgress, signal, logger } = request;
   const policy = retryPolicy(request.retry);
   const partial = store.blobs.partialPath(digest);
