@@ -216,7 +216,8 @@ Sampler::Sampler(const llama_vocab* vocab, const SamplingOptions& options, uint3
 }
 
 void Sampler::AcceptPrompt(llama_token token) {
-  if (penalties_ != nullptr) llama_sampler_accept(penalties_, token);
+  // A media placeholder (vision.h) is no token: llama-server leaves image positions out of the penalties too.
+  if (penalties_ != nullptr && token >= 0) llama_sampler_accept(penalties_, token);
 }
 
 llama_token Sampler::Sample(llama_context* ctx, int32_t index) {
