@@ -18,11 +18,13 @@ import {
 } from "./chat-format.js";
 import { createPieceStream, type CompletionResult, type PieceStream } from "./completion.js";
 import type { LlamaContext } from "./context.js";
+import { checkImagePart, imagesOf, isImagePart } from "./media.js";
 import type { ModelHandle } from "./model-handle.js";
 import { disposedError } from "./native-errors.js";
 import { invalid, type ContextOptions, type GenerationOptions } from "./options.js";
 import { TaskQueue } from "./queue.js";
 
+export type { ChatImagePart } from "./media.js";
 export type { ChatDelta, ChatMessage, ChatTextPart, ChatTool, ChatToolCall, ChatToolCallDelta, ChatToolChoice } from "./chat-format.js";
 
 export interface ChatSessionOptions extends ContextOptions, ChatFormatOptions {
@@ -128,7 +130,9 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
       if (chatGrammar && (generation.grammar !== undefined || generation.jsonSchema !== undefined)) {
         throw invalid("a grammar or jsonSchema cannot be combined with tools (the template's tool-call grammar applies)");
       }
-      const tokens = dropDoubleBos(await this.model.tokenize(format.prompt, CHAT_TOKENIZE), this.model.info.bosToken);
+      const tokens = imagesOf(messages).length > 0
+        ? await this.model.tokenizeWithImages(format.prompt, messages)
+        : dropDoubleBos(await this.model.tokenize(format.prompt, CHAT_TOKENIZE), this.model.info.bosToken);
       const parser = new ChatOutputParser(format, toolCallIdMaker(this.model.chatTemplateSource(s.chatTemplate)));
       const emit = (delta: ChatDelta | undefined) => {
         if (!delta) return;
@@ -276,9 +280,10 @@ function checkedMessage(message: ChatMessage, what: string): ChatMessage {
     throw invalid(`${what} must be { role: string, content: string }`);
   }
   const content = message.content ?? "";
-  if (typeof content !== "string" && !(Array.isArray(content) && content.every((part: ChatTextPart) => part?.type === "text" && typeof part.text === "string"))) {
-    throw invalid(`${what}: content must be a string or an array of { type: "text", text } parts`);
+  if (typeof content !== "string" && !(Array.isArray(content) && content.every((part: ChatTextPart) => isImagePart(part) || (part?.type === "text" && typeof part.text === "string")))) {
+    throw invalid(`${what}: content must be a string or an array of { type: "text", text } and { type: "image", data | path } parts`);
   }
+  if (Array.isArray(content)) for (const [j, part] of content.entries()) if (isImagePart(part)) checkImagePart(part, `${what}: content part ${j}`);
   if (message.toolCalls !== undefined && !Array.isArray(message.toolCalls)) throw invalid(`${what}: toolCalls must be an array`);
   return copyMessage({ ...message, content });
 }

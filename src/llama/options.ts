@@ -19,6 +19,11 @@ export interface LoadModelOptions {
   onLoadProgress?: (fraction: number) => void;
   /** Aborts the load; loadModel then rejects with code ABORTED. */
   signal?: AbortSignal;
+  /**
+   * A multimodal projector (mmproj GGUF) to load with the model, so that chats take images; llama.fromDocker()
+   * uses the artifact's mmproj layer when this is not given.
+   */
+  projector?: string;
 }
 
 export type FlashAttention = "auto" | "on" | "off" | boolean;
