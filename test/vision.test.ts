@@ -1,7 +1,8 @@
 // Images through the projector (libmtmd): on a generated tiny vision model (a tiny llama and a random-weight LLaVA
 // "mlp" CLIP projector written by our GGUF writer), the same image and prompt give the same greedy answer through
-// ChatSession (the per-request worker and the batched sequence engine) as through llama.cpp's own llama-mtmd-cli
-// built from the same source. A corrupt image and a model without projector are clear errors.
+// ChatSession (the per-request worker and the batched sequence engine), /v1/chat/completions with an image_url data
+// URL and Ollama's /api/chat with images, as through llama.cpp's own llama-mtmd-cli built from the same source.
+// A corrupt image and a model without projector are clear errors (400s in the server).
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
@@ -9,7 +10,11 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { llama, LlamaOciError, type ChatMessage, type LlamaModel } from "../src/index.js";
+import { dockerV01 } from "./helpers/artifacts.js";
 import { ROOT_DIR } from "./helpers/cli.js";
+import { pushArtifact } from "./helpers/push.js";
+import { startRegistry, type RegistryHandle } from "./helpers/registry.js";
+import { serveEnv, startServe, type ServeProcess } from "./helpers/serve.js";
 import { makeTinyVisionModel, writePng } from "./helpers/tiny-vision.js";
 import { makeTempDir, removeDir } from "./helpers/tmp.js";
 
@@ -155,5 +160,88 @@ describe("images in chats (Node API)", () => {
     const error = await llama.loadModel(lmPath, { projector: wide, gpuLayers: 0, threads: 1, contextSize: CONTEXT }).catch((e: unknown) => e);
     expect((error as LlamaOciError).code).toBe("MODEL_LOAD");
     expect((error as Error).message).toMatch(/cannot load the projector .*mmproj-wide\.gguf/);
+  });
+});
+
+describe("images through the server", () => {
+  let registry: RegistryHandle;
+  let server: ServeProcess;
+  let withProjector: string;
+  let withoutProjector: string;
+
+  beforeAll(async () => {
+    registry = await startRegistry();
+    const lm = await readFile(lmPath);
+    await pushArtifact({ registryUrl: registry.url, repository: "ai/tiny-vision" }, "F32", dockerV01({ ggufs: [lm], mmproj: await readFile(projectorPath) }));
+    await pushArtifact({ registryUrl: registry.url, repository: "ai/tiny-text" }, "F32", dockerV01({ ggufs: [lm] }));
+    withProjector = `${registry.host}/ai/tiny-vision:F32`;
+    withoutProjector = `${registry.host}/ai/tiny-text:F32`;
+    server = await startServe(["-c", String(CONTEXT * 4)], serveEnv(workDir));
+  }, 120_000);
+
+  afterAll(async () => {
+    await server?.stop();
+    await registry?.stop();
+  });
+
+  const post = async (path: string, body: object) => {
+    const response = await fetch(`${server.url}${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    return { status: response.status, body: (await response.json()) as { choices?: { message: { content: string } }[]; message?: { content: string } } };
+  };
+  const dataUrl = async (path: string) => `data:image/png;base64,${(await readFile(path)).toString("base64")}`;
+
+  test("/v1/chat/completions takes an image_url data URL and answers as llama-mtmd-cli", async () => {
+    for (const image of images) {
+      const { status, body } = await post("/v1/chat/completions", {
+        model: withProjector,
+        messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: await dataUrl(image.path) } }, { type: "text", text: image.prompt }] }],
+        temperature: 0,
+        max_tokens: N_PREDICT,
+      });
+      expect(status, JSON.stringify(body)).toBe(200);
+      expect(body.choices![0]!.message.content.replace(/\n+$/, ""), image.name).toBe(expected.get(image.name));
+    }
+  });
+
+  test("/api/chat takes Ollama's base64 images and answers as llama-mtmd-cli", async () => {
+    const image = images[1]!;
+    const { status, body } = await post("/api/chat", {
+      model: withProjector,
+      messages: [{ role: "user", content: image.prompt, images: [(await readFile(image.path)).toString("base64")] }],
+      stream: false,
+      options: { temperature: 0, num_predict: N_PREDICT },
+    });
+    expect(status, JSON.stringify(body)).toBe(200);
+    expect(body.message!.content.replace(/\n+$/, "")).toBe(expected.get(image.name));
+  });
+
+  test("a corrupt image and a model without projector are 400s that say why", async () => {
+    const corrupt = await post("/v1/chat/completions", {
+      model: withProjector,
+      messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: `data:image/png;base64,${Buffer.from("garbage bytes").toString("base64")}` } }, { type: "text", text: "Hi" }] }],
+      max_tokens: 4,
+    });
+    expect(corrupt.status).toBe(400);
+    expect(JSON.stringify(corrupt.body)).toMatch(/cannot be decoded: give a PNG, JPEG/);
+    const remote = await post("/v1/chat/completions", {
+      model: withProjector,
+      messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: "https://example.com/cat.png" } }] }],
+    });
+    expect(remote.status).toBe(400);
+    expect(JSON.stringify(remote.body)).toMatch(/data: URL/);
+    const ollamaCorrupt = await post("/api/chat", { model: withProjector, messages: [{ role: "user", content: "Hi", images: ["bm90IGFuIGltYWdl"] }], stream: false });
+    expect(ollamaCorrupt.status).toBe(400);
+    expect(JSON.stringify(ollamaCorrupt.body)).toMatch(/cannot be decoded/);
+
+    const image = await dataUrl(images[0]!.path);
+    const plain = await post("/v1/chat/completions", { model: withoutProjector, messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: image } }] }] });
+    expect(plain.status).toBe(400);
+    expect(JSON.stringify(plain.body)).toMatch(/has no projector \(mmproj\), so it cannot take images/);
+    const ollamaPlain = await post("/api/chat", { model: withoutProjector, messages: [{ role: "user", content: "Hi", images: [image.split(",")[1]] }], stream: false });
+    expect(ollamaPlain.status).toBe(400);
+    expect(JSON.stringify(ollamaPlain.body)).toMatch(/has no projector/);
+    // The server is still up and answers text.
+    const text = await post("/v1/chat/completions", { model: withoutProjector, messages: [{ role: "user", content: "Hi" }], max_tokens: 2 });
+    expect(text.status).toBe(200);
   });
 });

@@ -277,7 +277,8 @@ export class ModelManager {
           threads: o.threads,
           flashAttention: o.flashAttention,
         };
-        const loadOptions: ModelOptions = { ...contextOptions, gpuLayers: o.gpuLayers, useMmap: o.useMmap };
+        const projector = resolved.pull?.mmprojPath;
+        const loadOptions: ModelOptions = { ...contextOptions, gpuLayers: o.gpuLayers, useMmap: o.useMmap, ...(projector ? { projector } : {}) };
         const model = await loadModel(resolved.path, loadOptions);
         if (resolved.pull) model.pull = resolved.pull;
         const chatTemplate = await readChatTemplate(resolved.pull?.chatTemplatePath);
