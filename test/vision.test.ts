@@ -35,8 +35,9 @@ const images: { name: string; path: string; prompt: string }[] = [];
 const expected = new Map<string, string>();
 
 /** What llama-mtmd-cli answers, greedy, to one image and prompt (a single turn through the model's chat template). */
-async function mtmdCli(image: string, prompt: string): Promise<string> {
-  const args = ["-m", lmPath, "--mmproj", projectorPath, "--image", image, "-p", prompt, "--temp", "0", "-n", String(N_PREDICT), "-c", String(CONTEXT), "-t", "1", "--no-warmup"];
+async function mtmdCli(image: string | string[], prompt: string): Promise<string> {
+  const imageArgs = (Array.isArray(image) ? image : [image]).flatMap((path) => ["--image", path]);
+  const args = ["-m", lmPath, "--mmproj", projectorPath, ...imageArgs, "-p", prompt, "--temp", "0", "-n", String(N_PREDICT), "-c", String(CONTEXT), "-t", "1", "--no-warmup"];
   const { stdout } = await run(MTMD_CLI, args, { maxBuffer: 1 << 20, env: { ...process.env, MTMD_TEST_RESPONSE_MARKER: MARKER } });
   const at = stdout.lastIndexOf(MARKER);
   expect(at, `llama-mtmd-cli printed no response marker: ${stdout.slice(-500)}`).toBeGreaterThanOrEqual(0);
@@ -90,6 +91,18 @@ describe("images in chats (Node API)", () => {
       expect(reply.timings.promptTokens).toBe(textTokens + IMAGE_TOKENS);
       await chat.dispose();
     }
+  });
+
+  test("two images in one message: llama-mtmd-cli's answer to both, in order", async () => {
+    const paths = images.map((image) => image.path);
+    const prompt = "Compare these two";
+    const want = await mtmdCli(paths, prompt);
+    // llama-mtmd-cli puts one marker per image before the prompt, in the order given.
+    const chat = model.createChat();
+    const reply = await chat.send({ role: "user", content: [...paths.map((path) => ({ type: "image" as const, path })), { type: "text", text: prompt }] }, { temperature: 0, maxTokens: N_PREDICT });
+    expect(reply.text.replace(/\n+$/, "")).toBe(want);
+    expect(want).not.toBe(await mtmdCli([...paths].reverse(), prompt));
+    await chat.dispose();
   });
 
   test("image bytes and base64 work as a path does; the next turn reuses the cached image", async () => {
