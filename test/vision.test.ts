@@ -127,6 +127,12 @@ describe("images in chats (Node API)", () => {
     try {
       const replies = await Promise.all(images.map((image) => parallel.createChat().send(userTurn(image.path, image.prompt), { temperature: 0, maxTokens: N_PREDICT })));
       for (const [i, image] of images.entries()) expect(replies[i]!.text.replace(/\n+$/, ""), image.name).toBe(expected.get(image.name));
+      // A conversation's next turn goes to the sequence that holds it, image and all.
+      const image = images[0]!;
+      const chat = parallel.createChat();
+      const first = await chat.send(userTurn(image.path, image.prompt), { temperature: 0, maxTokens: N_PREDICT });
+      const second = await chat.send("And now?", { temperature: 0, maxTokens: 4 });
+      expect(second.timings.cachedTokens).toBeGreaterThanOrEqual(first.timings.promptTokens);
       // The chats ran on the model's default context, whose two sequences the sequence engine drives.
       expect((await parallel.defaultContext()).parallel).toBe(2);
     } finally {
