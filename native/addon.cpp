@@ -15,6 +15,7 @@
 #include "load-worker.h"
 #include "log.h"
 #include "model.h"
+#include "vision.h"
 
 // llama.cpp's common library: LLAMA_BUILD_NUMBER and LLAMA_COMMIT of the source it was built from.
 #include <build-info.h>
@@ -122,6 +123,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("createAbortFlag", Napi::Function::New(env, CreateAbortFlag, "createAbortFlag"));
   exports.Set("prepareForExit", Napi::Function::New(env, PrepareForExitFunction, "prepareForExit"));
   exports.Set("loadModel", Napi::Function::New(env, LoadModel, "loadModel"));
+  RegisterVision(env, exports);
   return exports;
 }
 

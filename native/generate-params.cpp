@@ -9,7 +9,8 @@ namespace llama_oci {
 GenerateParams ReadGenerateParams(const Napi::Object& params) {
   Napi::Env env = params.Env();
   GenerateParams out;
-  out.prompt = TokensValue(params.Get("tokens"), "tokens");
+  out.media = MediaPromptFrom(params.Get("media"));
+  out.prompt = out.media ? out.media->tokens() : TokensValue(params.Get("tokens"), "tokens");
   out.maxTokens = IntField(params, "maxTokens", -1);
   Napi::Value sampling = params.Get("sampling");
   if (sampling.IsObject()) {

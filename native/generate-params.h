@@ -10,6 +10,7 @@
 #include "abort.h"
 #include "llama.h"
 #include "sampling.h"
+#include "vision.h"
 
 namespace llama_oci {
 
@@ -28,6 +29,7 @@ struct GenerateParams {
   size_t cacheReuse = 0;
   AbortFlag abort;
   Napi::Function onText;  // empty when none was given
+  MediaPromptPtr media;   // a prompt with images (then `prompt` is its tokens and placeholders)
 };
 
 // Throws Napi::TypeError naming the field that is wrong.

@@ -38,6 +38,7 @@ class GenerateTask : public Task {
     contextShift_ = parsed.contextShift;
     keep_ = parsed.keep;
     cacheReuse_ = parsed.cacheReuse;
+    media_ = std::move(parsed.media);
     stop_.user = std::move(parsed.abort);
     if (!parsed.onText.IsEmpty()) onText_ = Napi::Persistent(parsed.onText);
   }
@@ -51,7 +52,9 @@ class GenerateTask : public Task {
       throw std::runtime_error("this context was created for embeddings: create one without embeddings to generate");
     CheckCanDecode(context, "generate text");
     if (prompt_.empty()) throw std::runtime_error("cannot generate from an empty prompt (pass at least one token)");
-    CheckTokens(vocab, prompt_);
+    CheckPromptTokens(vocab, prompt_, media_.get());
+    if (media_ && media_->model() != context.model)
+      throw std::runtime_error("this prompt's images were tokenized for another model");
     const size_t contextSize = context.contextSize;
     if (prompt_.size() > contextSize) {
       throw std::runtime_error("prompt of " + std::to_string(prompt_.size()) + " tokens does not fit the context of " +
@@ -65,12 +68,13 @@ class GenerateTask : public Task {
     const size_t common = std::min(context.cached.size(), prompt_.size());
     while (prefix < common && context.cached[prefix] == prompt_[prefix]) prefix++;
     if (prefix == prompt_.size()) prefix--;
-    if (cacheReuse_ > 0) {
+    if (cacheReuse_ > 0 && !media_) {
       // Chunks of the cache that the prompt continues with after the prefix (a conversation whose oldest turns were
       // dropped) are shifted into place instead of evaluated again.
       prefix = ReuseCacheChunks(context.memory(), 0, context.cached, prompt_, prefix, cacheReuse_);
       context.SetCached(context.cached.size());
     }
+    if (media_) prefix = media_->SafePrefix(prefix);
     prefix = context.TruncateMemory(prefix);
     cachedTokens_ = prefix;
 
@@ -113,7 +117,20 @@ class GenerateTask : public Task {
     Batch batch(static_cast<int32_t>(batchSize));
     for (size_t pos = from; pos < prompt_.size();) {
       if (session.StopRequested()) return false;
-      const size_t n = std::min(batchSize, prompt_.size() - pos);
+      if (media_ && media_->MediaAt(pos)) {
+        // An image: encoded and decoded whole by libmtmd (vision.h).
+        const size_t length = media_->MediaLength(pos);
+        const int32_t rc = media_->Evaluate(context, pos, 0);
+        if (rc == 2 || (rc != 0 && session.StopRequested())) return false;
+        if (rc != 0)
+          throw std::runtime_error("cannot evaluate an image of the prompt (error " + std::to_string(rc) + ")");
+        context.RecordDecode(length, 1);
+        context.cached.insert(context.cached.end(), prompt_.begin() + pos, prompt_.begin() + pos + length);
+        context.SetCached(context.cached.size());
+        pos += length;
+        continue;
+      }
+      const size_t n = std::min(batchSize, media_ ? media_->TextRun(pos) : prompt_.size() - pos);
       batch.Clear();
       for (size_t i = pos; i < pos + n; i++) batch.Add(prompt_[i], static_cast<llama_pos>(i), i == prompt_.size() - 1);
       const int32_t rc = llama_decode(context.ctx, batch.get());
@@ -206,6 +223,7 @@ class GenerateTask : public Task {
   size_t keep_ = 0;
   size_t cacheReuse_ = 0;
   Napi::FunctionReference onText_;
+  MediaPromptPtr media_;
 
   Utf8Buffer utf8_;
   StopStringFilter filter_{{}};

@@ -54,6 +54,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 
   // Drops this object's share of the model (idempotent; also used by the environment's cleanup hook).
   void Release();
+  // The handle, or a thrown "model has been disposed".
+  const ModelPtr& Handle(Napi::Env env) const;
 
  private:
   Napi::Value Info(const Napi::CallbackInfo& info);
@@ -67,8 +69,6 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   void Dispose(const Napi::CallbackInfo& info);
   Napi::Value Disposed(const Napi::CallbackInfo& info);
 
-  // The handle, or a thrown "model has been disposed".
-  const ModelPtr& Handle(Napi::Env env) const;
   // The model's own template (`source` empty) or `source`, parsed once (a few recent ones are kept).
   const ChatTemplates& Templates(Napi::Env env, const std::string& source, const std::string& name);
 

@@ -315,7 +315,10 @@ Sampler::Sampler(const llama_vocab* vocab, const SamplingOptions& options, uint3
   add(llama_sampler_init_dist(options.seed));
 }
 
-void Sampler::AcceptPrompt(llama_token token) { llama_sampler_accept(chain_.get(), token); }
+void Sampler::AcceptPrompt(llama_token token) {
+  // A media placeholder (vision.h) is no token: llama-server leaves image positions out of the penalties too.
+  if (token >= 0) llama_sampler_accept(chain_.get(), token);
+}
 
 void Sampler::SetLogits(llama_context* ctx, int32_t index) {
   const float* logits = llama_get_logits_ith(ctx, index);

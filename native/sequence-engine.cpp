@@ -173,6 +173,7 @@ struct EngineJob {
   std::shared_ptr<std::atomic<bool>> cancel;  // set when onText threw (or JS went away)
   std::shared_ptr<Channel> channel;
   bool streams = false;
+  MediaPromptPtr media;  // the prompt's images, if any (vision.h)
 
   EngineSlot* slot = nullptr;
   std::unique_ptr<Sampler> sampler;
@@ -191,6 +192,9 @@ struct EngineJob {
   Clock::time_point promptStart = Clock::now();
   Clock::time_point generateStart;
   double promptMs = 0;
+
+  // Prompt positions from `next` to the next image (or the end).
+  size_t TextLeft() const { return media ? media->TextRun(next) : prompt.size() - next; }
 
   bool StopRequested() const {
     return cancel->load(std::memory_order_relaxed) || (abort && abort->load(std::memory_order_relaxed)) ||
@@ -222,7 +226,9 @@ Napi::Promise SequenceEngine::Submit(Napi::Env env, const ContextPtr& self, cons
     throw std::runtime_error("this context was created for embeddings: create one without embeddings to generate");
   CheckCanDecode(context, "generate text");
   if (parsed.prompt.empty()) throw std::runtime_error("cannot generate from an empty prompt (pass at least one token)");
-  CheckTokens(context.vocab(), parsed.prompt);
+  CheckPromptTokens(context.vocab(), parsed.prompt, parsed.media.get());
+  if (parsed.media && parsed.media->model() != context.model)
+    throw std::runtime_error("this prompt's images were tokenized for another model");
   if (parsed.prompt.size() > context.contextSize) {
     throw std::runtime_error("prompt of " + std::to_string(parsed.prompt.size()) +
                              " tokens does not fit the context of " + std::to_string(context.contextSize) + " tokens");
@@ -241,6 +247,7 @@ Napi::Promise SequenceEngine::Submit(Napi::Env env, const ContextPtr& self, cons
   job->contextShift = parsed.contextShift;
   job->keep = parsed.keep;
   job->cacheReuse = parsed.cacheReuse;
+  job->media = std::move(parsed.media);
   job->abort = std::move(parsed.abort);
   job->cancel = std::make_shared<std::atomic<bool>>(false);
   auto js = std::make_unique<JsSide>(env);
@@ -426,9 +433,10 @@ void SequenceEngine::Admit(std::unique_ptr<EngineJob> owned) {
   // logits. Everything past the prefix is removed.
   size_t prefix = CommonPrefix(slot.cached, job.prompt);
   if (prefix == job.prompt.size()) prefix--;
-  if (job.cacheReuse > 0) {
+  if (job.cacheReuse > 0 && !job.media) {
     prefix = ReuseCacheChunks(context_.memory(), slot.id, slot.cached, job.prompt, prefix, job.cacheReuse);
   }
+  if (job.media) prefix = job.media->SafePrefix(prefix);
   Truncate(slot, prefix);
   job.cachedTokens = slot.cached.size();
   job.next = slot.cached.size();
@@ -493,13 +501,18 @@ void SequenceEngine::DecodeStep() {
   size_t promptCap = batchSize;
 
   for (;;) {
+    // A request whose prompt reached an image has it evaluated first, on its own (libmtmd decodes it).
+    for (auto& job : running_) {
+      if (!job->generating && job->media) EvaluateMedia(*job);
+    }
+    Reap();
     if (running_.empty()) return;
     std::vector<EngineJob*> generating;
     std::vector<EngineJob*> prompting;
     for (auto& job : running_) (job->generating ? generating : prompting).push_back(job.get());
 
     size_t promptWanted = 0;
-    for (EngineJob* job : prompting) promptWanted += job->prompt.size() - job->next;
+    for (EngineJob* job : prompting) promptWanted += job->TextLeft();
     promptWanted = std::min({promptWanted, batchSize - std::min(batchSize, generating.size()), promptCap});
     // Room in the shared cache: each token of each sequence takes a cell. Idle sequences give theirs up first.
     while (CachedTotal() + generating.size() + promptWanted > contextSize && EvictIdle()) {
@@ -528,7 +541,8 @@ void SequenceEngine::DecodeStep() {
     size_t room = promptRoom;
     for (EngineJob* job : prompting) {
       if (room == 0) break;
-      const size_t n = std::min(job->prompt.size() - job->next, room);
+      const size_t n = std::min(job->TextLeft(), room);
+      if (n == 0) continue;
       const size_t end = job->next + n;
       for (size_t i = job->next; i < end; i++) {
         batch.Add(job->prompt[i], static_cast<llama_pos>(i), i + 1 == job->prompt.size(), job->slot->id);
@@ -621,6 +635,41 @@ void SequenceEngine::DecodeStep() {
     }
     Reap();
     return;
+  }
+}
+
+void SequenceEngine::EvaluateMedia(EngineJob& job) {
+  while (!job.finished && job.media->MediaAt(job.next)) {
+    const size_t length = job.media->MediaLength(job.next);
+    while (CachedTotal() + length > context_.contextSize && EvictIdle()) {
+    }
+    if (CachedTotal() + length > context_.contextSize) {
+      Finish(job, "contextFull");
+      return;
+    }
+    EngineSlot& slot = *job.slot;
+    decoding_.assign(1, &job);
+    context_.activeCheck.store(this, std::memory_order_release);
+    int32_t rc = 0;
+    try {
+      rc = job.media->Evaluate(context_, job.next, slot.id);
+    } catch (...) {
+      rc = -1;
+    }
+    context_.activeCheck.store(nullptr, std::memory_order_release);
+    decoding_.clear();
+    if (rc == 2 || (rc != 0 && job.StopRequested())) {
+      Finish(job, "abort");
+      return;
+    }
+    if (rc != 0) {
+      Fail(job, "cannot evaluate an image of the prompt (error " + std::to_string(rc) + ")");
+      return;
+    }
+    context_.RecordDecode(length, 1);
+    slot.cached.insert(slot.cached.end(), job.prompt.begin() + static_cast<std::ptrdiff_t>(job.next),
+                       job.prompt.begin() + static_cast<std::ptrdiff_t>(job.next + length));
+    job.next += length;
   }
 }
 

@@ -111,6 +111,7 @@ class SequenceEngine : public DecodeAbortCheck {
   void Admit(std::unique_ptr<EngineJob> job);
   EngineSlot& PickSlot(const std::vector<llama_token>& prompt, size_t cacheReuse);
   void DecodeStep();
+  void EvaluateMedia(EngineJob& job);
   void Sample(EngineJob& job, int32_t index);
   void Emit(EngineJob& job, const std::string& piece);
   void Finish(EngineJob& job, const char* reason);

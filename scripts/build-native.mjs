@@ -5,7 +5,8 @@
 //   node scripts/build-native.mjs [--force] [--tools] [--gpu=cpu|cuda|vulkan|metal]
 //
 //   --tools   also build llama.cpp's llama-completion, llama-simple, llama-bench, llama-quantize, llama-batched and
-//             llama-embedding, ggml-rpc-server, and llama-oci-chat-oracle (test/oracles), for tests and benchmarks
+//             llama-embedding, llama-mtmd-cli, ggml-rpc-server, and llama-oci-chat-oracle (test/oracles), for tests and
+//             benchmarks
 //   LLAMA_OCI_GPU       backend, as --gpu (default cpu; metal on Apple Silicon)
 //   LLAMA_CPP_DIR       build against this llama.cpp checkout instead of the pinned one
 //   LLAMA_OCI_NATIVE=0  portable build (no -march=native)
@@ -23,7 +24,17 @@ import { fetchLlamaCpp } from "./fetch-llama-cpp.mjs";
 import { addonPath, buildDir, packageRoot, requestedGpu } from "./native-config.mjs";
 import { isMainModule } from "./main-module.mjs";
 
-export const TOOL_TARGETS = ["llama-completion", "llama-simple", "llama-bench", "llama-quantize", "llama-batched", "llama-embedding", "llama-oci-chat-oracle", "ggml-rpc-server"];
+export const TOOL_TARGETS = [
+  "llama-completion",
+  "llama-simple",
+  "llama-bench",
+  "llama-quantize",
+  "llama-batched",
+  "llama-embedding",
+  "llama-mtmd-cli",
+  "llama-oci-chat-oracle",
+  "ggml-rpc-server",
+];
 
 function main() {
   if (/^(1|true|yes)$/i.test(process.env.LLAMA_OCI_SKIP_NATIVE_BUILD ?? "")) {

@@ -61,7 +61,9 @@ export {
   type ChatToolCallDelta,
   type ChatToolChoice,
   type ChatTextPart,
+  type ChatImagePart,
 } from "./llama/chat.js";
+export type { MediaPrompt, ModelProjector } from "./llama/media.js";
 export type { ChatFormatOptions, ChatContent, ParsedChatMessage } from "./llama/chat-format.js";
 export type {
   LoadModelOptions,

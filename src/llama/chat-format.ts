@@ -6,6 +6,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { LlamaOciError } from "../errors.js";
+import { MEDIA_MARKER, checkImagePart, isImagePart, type ChatImagePart } from "./media.js";
 import type { NativeChatFormat, NativeChatParsed } from "./native-types.js";
 import { invalid } from "./options.js";
 
@@ -15,7 +16,8 @@ export interface ChatTextPart {
   text: string;
 }
 
-export type ChatContent = string | readonly ChatTextPart[];
+/** Text, or parts: text and (for a model with a projector) images. */
+export type ChatContent = string | readonly (ChatTextPart | ChatImagePart)[];
 
 /** A call the assistant made: `arguments` is the JSON text of the arguments, as OpenAI's API gives it. */
 export interface ChatToolCall {
@@ -181,7 +183,12 @@ function openAiContent(content: ChatContent | null | undefined, i: number): stri
   const parts: unknown = content;
   if (!Array.isArray(parts)) throw invalid(`message ${i}: content must be a string or an array of text parts`);
   return content.map((part, j) => {
-    if (part?.type !== "text" || typeof part.text !== "string") throw invalid(`message ${i}: content part ${j} must be { type: "text", text }`);
+    if (isImagePart(part)) {
+      // The image's place in the prompt, as llama-server renders an image_url part; libmtmd puts the image there.
+      checkImagePart(part, `message ${i}: content part ${j}`);
+      return { type: "media_marker", text: MEDIA_MARKER };
+    }
+    if (part?.type !== "text" || typeof part.text !== "string") throw invalid(`message ${i}: content part ${j} must be { type: "text", text } or { type: "image", data | path }`);
     return { type: "text", text: part.text };
   });
 }
@@ -198,7 +205,7 @@ export function toNativeJson(value: unknown): string {
 
 /** The text of a message's content (parts joined by newlines). */
 export function contentText(content: ChatContent): string {
-  return typeof content === "string" ? content : content.map((part) => part.text).join("\n");
+  return typeof content === "string" ? content : content.flatMap((part) => (part.type === "text" ? [part.text] : [])).join("\n");
 }
 
 /** The tool-call grammar of a formatted chat, if the template gives one for the request. */

@@ -11,6 +11,7 @@ import { isAbort, LlamaOciError } from "../errors.js";
 import { getBinding } from "./binding.js";
 import { embeddingProblem, generationProblem } from "./capabilities.js";
 import { createCompletionStream, toCompletionResult, type CompletionResult, type CompletionStream } from "./completion.js";
+import { MediaPrompt } from "./media.js";
 import type { ModelHandle } from "./model-handle.js";
 import type { NativeBenchResult, NativeContext, NativeContextStats, NativeGenerateResult, NativeSequenceState } from "./native-types.js";
 import { disposedError, nativeError } from "./native-errors.js";
@@ -120,12 +121,12 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
   }
 
   /** Generates a completion of `prompt` (text, or tokens used as they are) and returns the text. */
-  async complete(prompt: string | Int32Array, options: GenerationOptions = {}): Promise<string> {
+  async complete(prompt: string | Int32Array | MediaPrompt, options: GenerationOptions = {}): Promise<string> {
     return (await this.completeWithMeta(prompt, options)).text;
   }
 
   /** Like complete(), with the stop reason, generated tokens and timings. */
-  async completeWithMeta(prompt: string | Int32Array, callOptions: GenerationOptions = {}): Promise<CompletionResult> {
+  async completeWithMeta(prompt: string | Int32Array | MediaPrompt, callOptions: GenerationOptions = {}): Promise<CompletionResult> {
     this.#assertUsable();
     const options = withDefaults(this.model.generationDefaults, callOptions);
     if (this.embeddings) throw invalid("this context was created for embeddings and cannot generate text");
@@ -138,12 +139,13 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
     const stop = checkStop(options.stop);
     checkShift(options);
     const { signal } = options;
-    let promptTokens = typeof prompt === "string" ? 0 : prompt.length;
+    const media = prompt instanceof MediaPrompt ? prompt : undefined;
+    let promptTokens = typeof prompt === "string" ? 0 : media ? media.tokens.length : (prompt as Int32Array).length;
     try {
       // Tokenizing inside the queued task keeps requests in call order even when a later prompt tokenizes faster.
       return await this.#queue.run(async () => {
         this.#assertUsable();
-        const tokens = typeof prompt === "string" ? await this.model.tokenize(prompt, PROMPT_TOKENIZE) : prompt;
+        const tokens = typeof prompt === "string" ? await this.model.tokenize(prompt, PROMPT_TOKENIZE) : media ? media.tokens : (prompt as Int32Array);
         promptTokens = tokens.length;
         this.#checkPromptFits(tokens);
         if (bias.length > 0) sampling = { ...sampling, logitBias: await this.#logitBias(bias) };
@@ -164,6 +166,7 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
           try {
             result = await this.#native.generate({
               tokens,
+              ...(media ? { media: media.native } : {}),
               maxTokens,
               sampling,
               stop,
@@ -189,7 +192,7 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
   }
 
   /** Streams a completion: `for await (const piece of context.generate(prompt))`. */
-  generate(prompt: string | Int32Array, options: GenerationOptions = {}): CompletionStream {
+  generate(prompt: string | Int32Array | MediaPrompt, options: GenerationOptions = {}): CompletionStream {
     this.#assertUsable();
     return createCompletionStream((onTextChunk, signal) => this.completeWithMeta(prompt, { ...options, onTextChunk, signal }), options);
   }

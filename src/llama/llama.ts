@@ -51,7 +51,9 @@ export const llama = {
     // The artifact's chat template layer wins over the template embedded in the GGUF.
     const chatTemplate = pulled.chatTemplatePath === undefined ? undefined : await readArtifactTemplate(pulled.chatTemplatePath);
     // The artifact's own context size (Ollama's num_ctx) when the caller does not choose one.
-    const model = await loadModel(pulled.path, { ...options, contextSize: options.contextSize ?? defaults.contextSize });
+    // The artifact's projector (mmproj layer), so that chats take images, unless the caller gives one.
+    const projector = options.projector ?? pulled.mmprojPath;
+    const model = await loadModel(pulled.path, { ...options, contextSize: options.contextSize ?? defaults.contextSize, ...(projector ? { projector } : {}) });
     model.pull = pulled;
     const { contextSize: _contextSize, ...generation } = defaults;
     model.generationDefaults = generation;

@@ -3,6 +3,7 @@
  * and chat.ts depend on this interface rather than on model.ts, so that model.ts can import them without a cycle.
  */
 import type { ChatFormatOptions, ChatMessage } from "./chat-format.js";
+import type { MediaPrompt } from "./media.js";
 import type { NativeChatFormat, NativeModelInfo } from "./native-types.js";
 import type { ContextOptions, GenerationOptions } from "./options.js";
 
@@ -21,6 +22,8 @@ export interface ModelHandle<Context = unknown> {
   /** The system prompt a chat starts with when it is given none (an artifact's own). */
   readonly systemPrompt?: string;
   tokenize(text: string, options: { addSpecial: boolean; parseSpecial: boolean }): Promise<Int32Array>;
+  /** A formatted chat tokenized with the images of `messages` (through the model's projector). */
+  tokenizeWithImages(prompt: string, messages: readonly ChatMessage[]): Promise<MediaPrompt>;
   /** The grammar a request asks for, from `grammar` or `jsonSchema`. */
   grammarFor(options: Pick<GenerationOptions, "grammar" | "jsonSchema">): string | null;
   /** The conversation as llama.cpp's chat layer formats it (prompt, tool-call grammar, the answer's parser). */

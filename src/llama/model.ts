@@ -16,6 +16,7 @@ import { ChatSession, type ChatSessionOptions } from "./chat.js";
 import { createCompletionStream, type CompletionResult, type CompletionStream } from "./completion.js";
 import { LlamaContext, type EmbedOptions } from "./context.js";
 import type { ModelHandle } from "./model-handle.js";
+import { imageBytes, imagesOf, ModelProjector, noProjectorError, type MediaPrompt } from "./media.js";
 import { disposedError, nativeError } from "./native-errors.js";
 import type { NativeChatFormat, NativeContext, NativeContextOptions, NativeModel, NativeModelInfo } from "./native-types.js";
 import { preflightModel } from "./preflight.js";
@@ -111,6 +112,8 @@ export class LlamaModel implements ModelHandle<LlamaContext<LlamaModel>> {
   chatTemplate?: string;
   /** What errors call chatTemplate, e.g. "the artifact's chat template (/path/template.jinja)". */
   chatTemplateName?: string;
+  /** The multimodal projector loaded with the model (the projector option, or the artifact's mmproj layer). */
+  projector?: ModelProjector;
   /** Where warnings go (a model without any chat template); default process.emitWarning. */
   onWarning: (message: string) => void = (message) => process.emitWarning(message, { code: "LLAMA_OCI_CHAT_TEMPLATE" });
   #warnedNoTemplate = false;
@@ -306,6 +309,17 @@ export class LlamaModel implements ModelHandle<LlamaContext<LlamaModel>> {
     }
   }
 
+  /**
+   * Tokenizes a formatted chat (formatChat().prompt) together with the images of `messages`, whose media markers
+   * it holds, through the projector; context.completeWithMeta() generates from the result.
+   */
+  async tokenizeWithImages(prompt: string, messages: readonly ChatMessage[]): Promise<MediaPrompt> {
+    this.#assertUsable();
+    if (this.projector === undefined) throw noProjectorError(basename(this.path));
+    const images = await Promise.all(imagesOf(messages).map((part, i) => imageBytes(part, `image ${i + 1}`)));
+    return this.#track(this.projector.tokenize(prompt, images, { addSpecial: true, parseSpecial: true }));
+  }
+
   async detokenize(tokens: Int32Array | readonly number[], options: DetokenizeOptions = {}): Promise<string> {
     this.#assertUsable();
     const array = tokens instanceof Int32Array ? tokens : Int32Array.from(tokens);
@@ -334,6 +348,7 @@ export class LlamaModel implements ModelHandle<LlamaContext<LlamaModel>> {
    */
   formatChat(messages: readonly ChatMessage[], options: FormatChatOptions = {}): FormattedChat {
     this.#assertUsable();
+    if (this.projector === undefined && imagesOf(messages).length > 0) throw noProjectorError(basename(this.path));
     const tools = normalizeTools(options.tools);
     const choice = normalizeToolChoice(options.toolChoice, tools);
     const { template, templateName } = this.#templateFor(options);
@@ -410,6 +425,7 @@ export class LlamaModel implements ModelHandle<LlamaContext<LlamaModel>> {
       registry.unregister(this);
       for (const native of this.#nativeContexts) native.dispose();
       this.#nativeContexts.clear();
+      this.projector?.dispose();
       this.#native.dispose();
     })();
     return this.#disposing;
@@ -514,7 +530,11 @@ export async function loadModel(path: string, options: ModelOptions = {}): Promi
   }
   try {
     const contextOptions = resolveContextOptions(options, native.info().trainContextLength);
-    return new LlamaModel(path, native, contextOptions);
+    const model = new LlamaModel(path, native, contextOptions);
+    if (options.projector !== undefined) {
+      model.projector = await ModelProjector.load(native, options.projector, { threads: options.threads, useGpu: nativeOptions.gpuLayers !== 0 });
+    }
+    return model;
   } catch (error) {
     native.dispose();
     throw error;

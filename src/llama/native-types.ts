@@ -168,6 +168,8 @@ export interface NativeSamplingOptions {
 export interface NativeGenerateParams {
   /** The whole prompt as tokens; a prefix already in the KV cache is reused, not evaluated again. */
   tokens: Int32Array;
+  /** A prompt with images from tokenizeMedia() (its tokens are then the prompt; `tokens` should be them too). */
+  media?: NativeMediaPromptHandle;
   maxTokens: number;
   sampling: NativeSamplingOptions;
   /** Generation stops when the text ends with one of these; the stop string is not included in the output. */
@@ -375,4 +377,22 @@ export interface NativeBinding {
   prepareForExit(): void;
   /** Loads on a worker thread; onProgress(fraction 0..1) on the JS thread; abort stops the load (rejects). */
   loadModel(path: string, options: NativeModelOptions, onProgress: ((fraction: number) => void) | null, abort: NativeAbortFlag): Promise<NativeModel>;
+  /** Loads a multimodal projector (mmproj GGUF) for `model` through libmtmd, on a worker thread (vision.cpp). */
+  loadProjector(model: NativeModel, path: string, options: { threads: number; useGpu: boolean }): Promise<NativeProjectorHandle>;
+  disposeProjector(projector: NativeProjectorHandle): void;
+  projectorInfo(projector: NativeProjectorHandle): { vision: boolean; audio: boolean; path: string };
+  /** mtmd_tokenize of a prompt whose media markers stand for `media` (file bytes), on a worker thread. */
+  tokenizeMedia(projector: NativeProjectorHandle, text: string, media: Uint8Array[], addSpecial: boolean, parseSpecial: boolean): Promise<{ tokens: Int32Array; media: NativeMediaPromptHandle }>;
+  /** libmtmd's default media marker, "<__media__>". */
+  mediaMarker(): string;
+}
+
+/** A projector loaded by loadProjector() (an opaque native value). */
+export interface NativeProjectorHandle {
+  readonly __brand: "NativeProjector";
+}
+
+/** A prompt tokenized with its media by tokenizeMedia() (an opaque native value). */
+export interface NativeMediaPromptHandle {
+  readonly __brand: "NativeMediaPrompt";
 }

@@ -25,6 +25,11 @@ export interface LoadModelOptions {
    * trusted networks only.
    */
   rpcServers?: string[];
+  /**
+   * A multimodal projector (mmproj GGUF) to load with the model, so that chats take images; llama.fromDocker()
+   * uses the artifact's mmproj layer when this is not given.
+   */
+  projector?: string;
 }
 
 export type FlashAttention = "auto" | "on" | "off" | boolean;

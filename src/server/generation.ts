@@ -14,6 +14,7 @@ import {
   normalizeTools,
 } from "../llama/chat-format.js";
 import type { CompletionResult, StopReason } from "../llama/completion.js";
+import { imagesOf, MediaPrompt, noProjectorError } from "../llama/media.js";
 import type { ModelDefaults } from "../oci/model/index.js";
 import { badRequest, HttpError, oneLine } from "./http-errors.js";
 import type { ServerMetrics } from "./metrics.js";
@@ -21,6 +22,9 @@ import type { LoadedModel } from "./models.js";
 import type { RunOptions } from "./runner.js";
 
 const PROMPT_TOKENIZE = { addSpecial: true, parseSpecial: true } as const;
+
+/** A prompt to generate from: tokens, or a chat's prompt tokenized with its images. */
+export type Prompt = Int32Array | MediaPrompt;
 
 /** A chat request as both APIs give it: messages (tool calls and results included), tools and how to use them. */
 export interface ChatRequest {
@@ -36,7 +40,8 @@ export interface ChatRequest {
 
 /** A chat formatted for the model: its prompt tokens, the template's grammar and stops, and the answer's parser. */
 export interface PreparedChat {
-  tokens: Int32Array;
+  /** The prompt's tokens, or (with images) the prompt tokenized with them by the model's projector. */
+  tokens: Prompt;
   chatGrammar: ChatGrammar | undefined;
   /** Stop words the template adds (llama-server's additional_stops). */
   stops: string[];
@@ -46,6 +51,8 @@ export interface PreparedChat {
 /** The conversation formatted with the model's chat template and tokenized, ready to generate the assistant's turn. */
 export async function prepareChat(loaded: LoadedModel, request: ChatRequest, param = "messages"): Promise<PreparedChat> {
   const model = loaded.model;
+  const images = imagesOf(request.messages).length;
+  if (images > 0 && model.projector === undefined) throw badRequest(oneLine(noProjectorError(loaded.name)), param);
   let format;
   try {
     format = model.formatChat(withSystemPrompt(request.messages, loaded.pull?.systemPrompt), {
@@ -59,20 +66,34 @@ export async function prepareChat(loaded: LoadedModel, request: ChatRequest, par
   } catch (error) {
     throw badRequest(`the model's chat template cannot format these messages: ${oneLine(error)}`, param);
   }
+  const chatGrammar = chatGrammarOf(format);
+  const parser = new ChatOutputParser(format, toolCallIdMaker(model.chatTemplateSource()));
+  if (images > 0) {
+    let prompt: MediaPrompt;
+    try {
+      prompt = await model.tokenizeWithImages(format.prompt, withSystemPrompt(request.messages, loaded.pull?.systemPrompt));
+    } catch (error) {
+      if (error instanceof LlamaOciError && error.code === "INVALID_ARGUMENT") throw badRequest(oneLine(error), param);
+      throw error;
+    }
+    return { tokens: prompt, chatGrammar, stops: format.additionalStops, parser };
+  }
   const tokens = await model.tokenize(format.prompt, PROMPT_TOKENIZE);
   const bos = model.info.bosToken;
   return {
     // A template that writes BOS itself gets a second one from tokenization's addSpecial.
     tokens: tokens.length >= 2 && bos >= 0 && tokens[0] === bos && tokens[1] === bos ? tokens.subarray(1) : tokens,
-    chatGrammar: chatGrammarOf(format),
+    chatGrammar,
     stops: format.additionalStops,
-    parser: new ChatOutputParser(format, toolCallIdMaker(model.chatTemplateSource())),
+    parser,
   };
 }
 
 /** The conversation formatted with the model's chat template and tokenized (text messages, no tools). */
 export async function chatPrompt(loaded: LoadedModel, messages: ChatMessage[], param = "messages"): Promise<Int32Array> {
-  return (await prepareChat(loaded, { messages }, param)).tokens;
+  const { tokens } = await prepareChat(loaded, { messages }, param);
+  if (tokens instanceof MediaPrompt) throw badRequest("images are not supported here", param);
+  return tokens;
 }
 
 /** Run options of a chat: the template's grammar instead of the request's, its stops after the request's (or the artifact's). */
@@ -99,7 +120,8 @@ export function checkedTokens(loaded: LoadedModel, ids: readonly number[], param
 }
 
 /** 400 unless the prompt leaves room to generate in one sequence. */
-export function checkPromptFits(loaded: LoadedModel, tokens: Int32Array, param: string): void {
+export function checkPromptFits(loaded: LoadedModel, prompt: Prompt, param: string): void {
+  const tokens = prompt instanceof MediaPrompt ? prompt.tokens : prompt;
   const contextSize = loaded.runner.contextSize;
   if (tokens.length === 0) throw badRequest(`${param} is empty`, param);
   if (tokens.length >= contextSize) {
@@ -252,7 +274,7 @@ export interface RunHooks {
 }
 
 /** Runs a generation on the model's sequences and records it in the metrics. */
-export async function runGeneration(loaded: LoadedModel, tokens: Int32Array, options: RunOptions, metrics: ServerMetrics, hooks: RunHooks): Promise<CompletionResult> {
+export async function runGeneration(loaded: LoadedModel, tokens: Prompt, options: RunOptions, metrics: ServerMetrics, hooks: RunHooks): Promise<CompletionResult> {
   const model = loaded.name;
   let first = true;
   let result: CompletionResult;

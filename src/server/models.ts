@@ -277,7 +277,14 @@ export class ModelManager {
           threads: o.threads,
           flashAttention: o.flashAttention,
         };
-        const loadOptions: ModelOptions = { ...contextOptions, gpuLayers: o.gpuLayers, useMmap: o.useMmap, ...(o.rpcServers ? { rpcServers: o.rpcServers } : {}) };
+        const projector = resolved.pull?.mmprojPath;
+        const loadOptions: ModelOptions = {
+          ...contextOptions,
+          gpuLayers: o.gpuLayers,
+          useMmap: o.useMmap,
+          ...(o.rpcServers ? { rpcServers: o.rpcServers } : {}),
+          ...(projector ? { projector } : {}),
+        };
         const model = await loadModel(resolved.path, loadOptions);
         if (resolved.pull) model.pull = resolved.pull;
         const chatTemplate = await readChatTemplate(resolved.pull?.chatTemplatePath);

@@ -8,6 +8,7 @@ import { LlamaOciError } from "../errors.js";
 import type { ChatMessage, ParsedChatMessage } from "../llama/chat-format.js";
 import type { CompletionResult } from "../llama/completion.js";
 import type { GgufFacts } from "../gguf/facts.js";
+import { decodeBase64, type ChatImagePart } from "../llama/media.js";
 import { listModels, removeModels } from "../oci/cache/index.js";
 import { inspectModel } from "../oci/inspect.js";
 import type { ProgressEvent } from "../oci/progress.js";
@@ -28,6 +29,7 @@ import {
   stopList,
   toSeed,
   type LlamaSamplerFields,
+  type Prompt,
 } from "./generation.js";
 import { badRequest, errorBody, HttpError, oneLine, toHttpError } from "./http-errors.js";
 import type { LoadedModel } from "./models.js";
@@ -301,7 +303,7 @@ export function ollamaRoutes(app: FastifyInstance, parts: ServerParts): void {
     const keepAlive = keepAliveOf(body);
     if (body.suffix) throw badRequest("suffix (fill-in-the-middle) is not supported by this server", "suffix");
     if (body.template) throw badRequest("template is not supported (this server formats prompts with the model's own chat template)", "template");
-    if (body.images && body.images.length > 0) throw badRequest("images are not supported by this server", "images");
+    if (body.images && body.images.length > 0) throw badRequest("images are taken by /api/chat (messages[].images), not by /api/generate", "images");
     const lease = await models.acquire(body.model, signal);
     const loadMs = performance.now() - startedAt;
     try {
@@ -415,7 +417,7 @@ async function ndjson(
   request: FastifyRequest,
   reply: FastifyReply,
   loaded: LoadedModel,
-  tokens: Int32Array,
+  tokens: Prompt,
   options: RunOptions,
   signal: AbortSignal,
   startedAt: number,
@@ -517,8 +519,15 @@ function ollamaMessages(messages: OllamaMessage[]): ChatMessage[] {
   const pending: { id: string; name: string }[] = [];
   let counter = 0;
   return messages.map((m, i) => {
-    if (m.images && m.images.length > 0) throw badRequest("images are not supported by this server", `messages[${i}].images`);
-    const out: ChatMessage = { role: m.role, content: m.content ?? "" };
+    // Ollama's images (base64) come before the message's text, as its own templates put them.
+    const images = (m.images ?? []).map((data, j): ChatImagePart => {
+      try {
+        return { type: "image", data: decodeBase64(data, `messages[${i}].images[${j}]`) };
+      } catch (error) {
+        throw badRequest(oneLine(error), `messages[${i}].images[${j}]`);
+      }
+    });
+    const out: ChatMessage = { role: m.role, content: images.length > 0 ? [...images, { type: "text", text: m.content ?? "" }] : (m.content ?? "") };
     if (m.thinking) out.reasoning = m.thinking;
     if (m.tool_calls && m.tool_calls.length > 0) {
       pending.length = 0;

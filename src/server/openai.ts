@@ -6,6 +6,7 @@ import { randomBytes } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { normalizeToolChoice, type ChatDelta, type ChatMessage, type ChatTool, type ChatToolChoice, type ParsedChatMessage } from "../llama/chat-format.js";
 import type { CompletionResult } from "../llama/completion.js";
+import { decodeBase64, type ChatImagePart } from "../llama/media.js";
 import { listModels } from "../oci/cache/index.js";
 import { formatReference, parseReference } from "../oci/name/index.js";
 import {
@@ -26,6 +27,7 @@ import {
   toSeed,
   usage,
   type LlamaSamplerFields,
+  type Prompt,
 } from "./generation.js";
 import { badRequest, errorBody, HttpError, oneLine, toHttpError } from "./http-errors.js";
 import type { LoadedModel } from "./models.js";
@@ -60,6 +62,7 @@ interface ContentPart {
   type: string;
   text?: string;
   refusal?: string;
+  image_url?: string | { url: string; detail?: string };
 }
 
 interface OpenAiToolCall {
@@ -278,7 +281,7 @@ async function stream(
   request: FastifyRequest,
   reply: FastifyReply,
   loaded: LoadedModel,
-  tokens: Int32Array,
+  tokens: Prompt,
   options: RunOptions,
   signal: AbortSignal,
   startedAt: number,
@@ -420,7 +423,8 @@ function toMessages(messages: ChatBody["messages"]): ChatMessage[] {
       text = content.map((part, j) => {
         if (part.type === "text" && typeof part.text === "string") return { type: "text" as const, text: part.text };
         if (part.type === "refusal" && typeof part.refusal === "string") return { type: "text" as const, text: part.refusal };
-        throw badRequest(`content parts of type "${part.type.slice(0, 64)}" are not supported (this server reads text only)`, `messages[${i}].content[${j}].type`);
+        if (part.type === "image_url" && part.image_url !== undefined) return imagePart(part.image_url, `messages[${i}].content[${j}].image_url`);
+        throw badRequest(`content parts of type "${part.type.slice(0, 64)}" are not supported (this server reads text and image_url parts)`, `messages[${i}].content[${j}].type`);
       });
     }
     const out: ChatMessage = { role, content: text };
@@ -505,4 +509,14 @@ function fingerprint(loaded: LoadedModel): string {
 
 function randomId(): string {
   return randomBytes(12).toString("base64url");
+}
+
+/** An image_url part as an image: its data: URL decoded (a URL to fetch is refused, and a bad one is a 400). */
+function imagePart(imageUrl: string | { url: string }, param: string): ChatImagePart {
+  const url = typeof imageUrl === "string" ? imageUrl : imageUrl.url;
+  try {
+    return { type: "image", data: decodeBase64(url, param) };
+  } catch (error) {
+    throw badRequest(oneLine(error), param);
+  }
 }

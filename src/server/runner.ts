@@ -7,6 +7,7 @@ import type { CompletionResult } from "../llama/completion.js";
 import type { LlamaModel } from "../llama/model.js";
 import type { ContextOptions, GenerationOptions } from "../llama/options.js";
 import { Admission } from "./admission.js";
+import type { Prompt } from "./generation.js";
 import { createSequenceBackend, type SequenceBackend } from "./sequences.js";
 
 export { QueueFullError } from "./admission.js";
@@ -32,7 +33,7 @@ export interface SequenceRunner {
    * QueueFullError synchronously when the queue is full. An aborted signal resolves with stopReason "abort" once
    * running (the sequence is then free again), or rejects with code ABORTED while still queued.
    */
-  run(tokens: Int32Array, options?: RunOptions): Promise<CompletionResult>;
+  run(tokens: Prompt, options?: RunOptions): Promise<CompletionResult>;
   /** Stops running requests, rejects queued ones and frees every sequence. */
   dispose(): Promise<void>;
 }
@@ -72,7 +73,7 @@ class AdmittingRunner implements SequenceRunner {
     return this.#backend.contextSize;
   }
 
-  run(tokens: Int32Array, options: RunOptions = {}): Promise<CompletionResult> {
+  run(tokens: Prompt, options: RunOptions = {}): Promise<CompletionResult> {
     if (this.#disposing) return Promise.reject(new Error("the model is being unloaded"));
     const { onAdmitted, onStart, ...generation } = options;
     const admitted = this.#admission.acquire(options.signal, onAdmitted);

@@ -80,7 +80,13 @@ const OPENAI_SAMPLING = {
 const CONTENT_PART = {
   type: "object",
   required: ["type"],
-  properties: { type: { type: "string", maxLength: 64 }, text: { type: "string" }, refusal: { type: "string" } },
+  properties: {
+    type: { type: "string", maxLength: 64 },
+    text: { type: "string" },
+    refusal: { type: "string" },
+    // An image as a data: URL (or { url }), as OpenAI's image_url part.
+    image_url: { anyOf: [{ type: "string" }, { type: "object", required: ["url"], properties: { url: { type: "string" }, detail: { type: "string" } } }] },
+  },
 } as const;
 
 export const OPENAI_ROLES = ["system", "developer", "user", "assistant", "tool", "function"] as const;

@@ -8,12 +8,13 @@ import type { CompletionResult } from "../llama/completion.js";
 import type { LlamaContext } from "../llama/context.js";
 import type { LlamaModel } from "../llama/model.js";
 import type { ContextOptions, GenerationOptions } from "../llama/options.js";
+import type { Prompt } from "./generation.js";
 
 export interface SequenceBackend {
   /** Tokens one sequence holds. */
   readonly contextSize: number;
   /** Called with at most `parallel` requests at once. */
-  run(tokens: Int32Array, generation: GenerationOptions): Promise<CompletionResult>;
+  run(tokens: Prompt, generation: GenerationOptions): Promise<CompletionResult>;
   dispose(): Promise<void>;
 }
 
@@ -39,7 +40,7 @@ class BatchedContext implements SequenceBackend {
     this.contextSize = options.context.contextSize ?? model.contextOptions.contextSize;
   }
 
-  async run(tokens: Int32Array, generation: GenerationOptions): Promise<CompletionResult> {
+  async run(tokens: Prompt, generation: GenerationOptions): Promise<CompletionResult> {
     if (this.#disposing) throw new Error("the model is being unloaded");
     const context = await this.#get();
     return context.completeWithMeta(tokens, generation);
