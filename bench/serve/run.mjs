@@ -66,6 +66,13 @@ const modelPath = await ensureBenchModel();
 log(`bench: model ${modelPath}`);
 log(`bench: ${cpus()[0]?.model ?? "unknown CPU"}, ${availableParallelism()} CPUs, ${threads} threads for both servers`);
 
+// llama-server (this release) fails a request with a 500 ("does not match the expected Content-only format") when a
+// generated piece ends in the middle of a UTF-8 character, which a random-weight model does now and then. Both
+// servers get the same logit_bias banning the tokens that are not whole characters on their own.
+const BANNED = await partialCharacterTokens(modelPath);
+log(`bench: ${BANNED.length} tokens that are not whole UTF-8 characters banned on both servers (logit_bias)`);
+const LOGIT_BIAS = Object.fromEntries(BANNED.map((id) => [String(id), -100]));
+
 const SYSTEM = "You are a helpful assistant. Answer the question in a few sentences, plainly and accurately, and say so when you are not sure. ".repeat(3).trim();
 
 const tools = [{ name: "llama-oci serve", start: startOurs }];
@@ -80,7 +87,9 @@ for (const k of clientCounts) {
       const server = await tool.start(parallel);
       try {
         await chat(server.url, 0, 1);
-        const phase = await runPhase(server.url, k);
+        const phase = await runPhase(server.url, k).catch((error) => {
+          fail(`${tool.name} failed at K=${k}: ${error.message}${error.cause ? ` (${error.cause.message})` : ""}\n${server.log().slice(-3000)}`);
+        });
         const rss = peakRss(server.pid);
         results.push({ k, parallel, tool: tool.name, ...phase, rss });
         log(`bench: K=${k} ${tool.name}: ${phase.tokensPerSecond.toFixed(1)} t/s, ${phase.requests} requests, TTFT p50 ${ms(phase.ttftP50)} p95 ${ms(phase.ttftP95)}, peak RSS ${mb(rss)}, prompt ${phase.promptTokens} tokens`);
@@ -112,6 +121,21 @@ if (withLlamaServer) {
   }
 }
 
+/** Token ids whose text alone is not valid UTF-8 (the library's detokenizer writes U+FFFD for those bytes). */
+async function partialCharacterTokens(path) {
+  const { llama } = await import(join(root, "dist", "esm", "index.js"));
+  const model = await llama.loadModel(path, { gpuLayers: 0, contextSize: 64 });
+  try {
+    const out = [];
+    for (let id = 0; id < model.info.vocabSize; id++) {
+      if ((await model.detokenize([id])).includes("\uFFFD")) out.push(id);
+    }
+    return out;
+  } finally {
+    await model.dispose();
+  }
+}
+
 /** K clients sending streaming chat requests back to back until the phase's time is up; then waits for the last ones. */
 async function runPhase(url, k) {
   const started = performance.now();
@@ -137,22 +161,26 @@ async function runPhase(url, k) {
   return { tokensPerSecond: tokens / elapsed, requests, ttftP50: quantile(ttfts, 0.5), ttftP95: quantile(ttfts, 0.95), promptTokens };
 }
 
-/** One streaming chat request: time to the first content piece, generated tokens (usage, else content pieces). */
+/**
+ * One streaming request: time to the first piece, generated tokens (usage, else pieces). It goes to /v1/completions
+ * with the chat already in the model's ChatML form: llama-server's /v1/chat/completions parses every answer with the
+ * template's output parser and fails the request (500) when a random-weight model's text does not fit it, so both
+ * servers get the same prompt string through the endpoint that returns the text as it is.
+ */
 async function chat(url, client, id) {
+  const user = `Request ${id} from client ${client}: what is the tallest mountain on each continent?`;
   const body = {
     model: "",
-    messages: [
-      { role: "system", content: SYSTEM },
-      { role: "user", content: `Request ${id} from client ${client}: what is the tallest mountain on each continent?` },
-    ],
+    prompt: `<|im_start|>system\n${SYSTEM}<|im_end|>\n<|im_start|>user\n${user}<|im_end|>\n<|im_start|>assistant\n`,
     max_tokens: genTokens,
     temperature: 0,
+    logit_bias: LOGIT_BIAS,
     ignore_eos: true,
     stream: true,
     stream_options: { include_usage: true },
   };
   const sent = performance.now();
-  const response = await fetch(`${url}/v1/chat/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  const response = await fetch(`${url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
   if (!response.ok) throw new Error(`${url} answered ${response.status}: ${await response.text()}`);
   let ttftMs;
   let pieces = 0;
@@ -170,7 +198,7 @@ async function chat(url, client, id) {
       const parsed = JSON.parse(data);
       if (parsed.error) throw new Error(`${url}: ${JSON.stringify(parsed.error)}`);
       if (parsed.usage) usage = parsed.usage;
-      if (parsed.choices?.[0]?.delta?.content) {
+      if (parsed.choices?.[0]?.text) {
         ttftMs ??= performance.now() - sent;
         pieces++;
       }
@@ -214,6 +242,7 @@ async function launch(name, command, args, url) {
   return {
     url,
     pid: child.pid,
+    log: () => stderr,
     stop: async () => {
       child.kill("SIGTERM");
       const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
