@@ -523,12 +523,7 @@ void SequenceEngine::DecodeStep() {
     if (free < generating.size() || (generating.empty() && promptRoom == 0)) {
       // Every cell belongs to a running sequence: a context shift of the largest that allows one frees some, else
       // the one holding the most ends here, and frees them.
-      if (ShiftLargest()) continue;
-      EngineJob* largest = Largest();
-      EngineSlot* slot = largest->slot;
-      Finish(*largest, "contextFull");
-      Evict(*slot);
-      Reap();
+      MakeRoomFromLargest();
       continue;
     }
 
@@ -565,12 +560,7 @@ void SequenceEngine::DecodeStep() {
         promptCap = promptRoom / 2;
         continue;
       }
-      if (ShiftLargest()) continue;
-      EngineJob* largest = Largest();
-      EngineSlot* slot = largest->slot;
-      Finish(*largest, "contextFull");
-      Evict(*slot);
-      Reap();
+      MakeRoomFromLargest();
       continue;
     }
 
@@ -861,6 +851,15 @@ bool SequenceEngine::Shift(EngineJob& job) {
   const size_t discarded = ShiftSequence(context_.memory(), slot.id, slot.cached, keep);
   job.discardedTokens += discarded;
   return discarded > 0;
+}
+
+void SequenceEngine::MakeRoomFromLargest() {
+  if (ShiftLargest()) return;
+  EngineJob* largest = Largest();
+  EngineSlot* slot = largest->slot;
+  Finish(*largest, "contextFull");
+  Evict(*slot);
+  Reap();
 }
 
 bool SequenceEngine::ShiftLargest() {

@@ -124,6 +124,9 @@ class SequenceEngine : public DecodeAbortCheck {
   // Context shift of a generating request's sequence (half of its tokens after `keep` go); false if nothing went.
   bool Shift(EngineJob& job);
   bool ShiftLargest();
+  // Only running sequences hold cells: shift the largest that allows it, else end the one holding the most
+  // ("contextFull") and free its cells.
+  void MakeRoomFromLargest();
   size_t CachedTotal() const;
   EngineJob* Largest() const;
 
