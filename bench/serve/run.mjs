@@ -92,7 +92,7 @@ for (const k of clientCounts) {
         });
         const rss = peakRss(server.pid);
         results.push({ k, parallel, tool: tool.name, ...phase, rss });
-        log(`bench: K=${k} ${tool.name}: ${phase.tokensPerSecond.toFixed(1)} t/s, ${phase.requests} requests, TTFT p50 ${ms(phase.ttftP50)} p95 ${ms(phase.ttftP95)}, peak RSS ${mb(rss)}, prompt ${phase.promptTokens} tokens`);
+        log(`bench: K=${k} ${tool.name}: ${phase.tokensPerSecond.toFixed(1)} t/s, ${phase.requests} requests, TTFT p50 ${ms(phase.ttftP50)} p95 ${ms(phase.ttftP95)}, peak RSS ${mb(rss)}, prompt ${phase.promptTokens} tokens${phase.server ? `; server-side: ${phase.server.promptEvaluated.toFixed(1)} prompt tokens evaluated in ${phase.server.promptMs.toFixed(1)} ms, ${phase.server.msPerToken.toFixed(2)} ms per generated token` : ""}`);
       } finally {
         await server.stop();
       }
@@ -145,6 +145,7 @@ async function runPhase(url, k) {
   let requests = 0;
   let promptTokens = 0;
   let counter = 0;
+  const timings = [];
   await Promise.all(
     Array.from({ length: k }, async (_, client) => {
       while (performance.now() < deadline) {
@@ -152,13 +153,18 @@ async function runPhase(url, k) {
         ttfts.push(result.ttftMs);
         tokens += result.tokens;
         promptTokens = result.promptTokens || promptTokens;
+        if (result.timings) timings.push(result.timings);
         requests++;
       }
     }),
   );
   const elapsed = (performance.now() - started) / 1000;
   ttfts.sort((a, b) => a - b);
-  return { tokensPerSecond: tokens / elapsed, requests, ttftP50: quantile(ttfts, 0.5), ttftP95: quantile(ttfts, 0.95), promptTokens };
+  // What each server says of its own work (llama-server's `timings`, which llama-oci sends too): evaluated prompt
+  // tokens and their time, and the time per generated token, apart from HTTP and queueing.
+  const sum = (key) => timings.reduce((total, t) => total + (t[key] ?? 0), 0);
+  const server = timings.length === 0 ? undefined : { promptEvaluated: sum("prompt_n") / timings.length, promptMs: sum("prompt_ms") / timings.length, msPerToken: sum("predicted_ms") / Math.max(1, sum("predicted_n")) };
+  return { tokensPerSecond: tokens / elapsed, requests, ttftP50: quantile(ttfts, 0.5), ttftP95: quantile(ttfts, 0.95), promptTokens, server };
 }
 
 /**
@@ -185,6 +191,7 @@ async function chat(url, client, id) {
   let ttftMs;
   let pieces = 0;
   let usage;
+  let serverTimings;
   let buffer = "";
   const decoder = new TextDecoder();
   for await (const chunk of response.body) {
@@ -198,13 +205,14 @@ async function chat(url, client, id) {
       const parsed = JSON.parse(data);
       if (parsed.error) throw new Error(`${url}: ${JSON.stringify(parsed.error)}`);
       if (parsed.usage) usage = parsed.usage;
+      if (parsed.timings) serverTimings = parsed.timings;
       if (parsed.choices?.[0]?.text) {
         ttftMs ??= performance.now() - sent;
         pieces++;
       }
     }
   }
-  return { ttftMs: ttftMs ?? performance.now() - sent, tokens: usage?.completion_tokens ?? pieces, promptTokens: usage?.prompt_tokens ?? 0 };
+  return { ttftMs: ttftMs ?? performance.now() - sent, tokens: usage?.completion_tokens ?? pieces, promptTokens: usage?.prompt_tokens ?? 0, timings: serverTimings };
 }
 
 async function startOurs(parallel) {
