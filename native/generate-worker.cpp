@@ -54,7 +54,7 @@ class GenerateTask : public Task {
     if (prompt_.empty()) throw std::runtime_error("cannot generate from an empty prompt (pass at least one token)");
     CheckPromptTokens(vocab, prompt_, media_.get());
     if (media_ && media_->model() != context.model)
-      throw std::runtime_error("this prompt's images were tokenized for another model");
+      throw std::runtime_error("this prompt's media were tokenized for another model");
     const size_t contextSize = context.contextSize;
     if (prompt_.size() > contextSize) {
       throw std::runtime_error("prompt of " + std::to_string(prompt_.size()) + " tokens does not fit the context of " +
@@ -118,12 +118,13 @@ class GenerateTask : public Task {
     for (size_t pos = from; pos < prompt_.size();) {
       if (session.StopRequested()) return false;
       if (media_ && media_->MediaAt(pos)) {
-        // An image: encoded and decoded whole by libmtmd (vision.h).
+        // An image or audio clip: encoded and decoded whole by libmtmd (vision.h).
         const size_t length = media_->MediaLength(pos);
         const int32_t rc = media_->Evaluate(context, pos, 0);
         if (rc == 2 || (rc != 0 && session.StopRequested())) return false;
         if (rc != 0)
-          throw std::runtime_error("cannot evaluate an image of the prompt (error " + std::to_string(rc) + ")");
+          throw std::runtime_error("cannot evaluate an image or audio clip of the prompt (error " + std::to_string(rc) +
+                                   ")");
         context.RecordDecode(length, 1);
         context.cached.insert(context.cached.end(), prompt_.begin() + pos, prompt_.begin() + pos + length);
         context.SetCached(context.cached.size());

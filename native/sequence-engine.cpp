@@ -228,7 +228,7 @@ Napi::Promise SequenceEngine::Submit(Napi::Env env, const ContextPtr& self, cons
   if (parsed.prompt.empty()) throw std::runtime_error("cannot generate from an empty prompt (pass at least one token)");
   CheckPromptTokens(context.vocab(), parsed.prompt, parsed.media.get());
   if (parsed.media && parsed.media->model() != context.model)
-    throw std::runtime_error("this prompt's images were tokenized for another model");
+    throw std::runtime_error("this prompt's media were tokenized for another model");
   if (parsed.prompt.size() > context.contextSize) {
     throw std::runtime_error("prompt of " + std::to_string(parsed.prompt.size()) +
                              " tokens does not fit the context of " + std::to_string(context.contextSize) + " tokens");
@@ -653,7 +653,7 @@ void SequenceEngine::EvaluateMedia(EngineJob& job) {
       return;
     }
     if (rc != 0) {
-      Fail(job, "cannot evaluate an image of the prompt (error " + std::to_string(rc) + ")");
+      Fail(job, "cannot evaluate an image or audio clip of the prompt (error " + std::to_string(rc) + ")");
       return;
     }
     context_.RecordDecode(length, 1);

@@ -95,10 +95,16 @@ class LoadProjectorTask : public Task {
   ProjectorPtr projector_;
 };
 
+// One media part of a prompt: the file's bytes, and whether its part said audio (else an image).
+struct MediaInput {
+  std::vector<unsigned char> bytes;
+  bool audio = false;
+};
+
 class TokenizeMediaTask : public Task {
  public:
-  TokenizeMediaTask(ProjectorPtr projector, std::string text, std::vector<std::vector<unsigned char>> media,
-                    bool addSpecial, bool parseSpecial)
+  TokenizeMediaTask(ProjectorPtr projector, std::string text, std::vector<MediaInput> media, bool addSpecial,
+                    bool parseSpecial)
       : projector_(std::move(projector)),
         text_(std::move(text)),
         media_(std::move(media)),
@@ -116,23 +122,36 @@ class TokenizeMediaTask : public Task {
       for (mtmd_bitmap* bitmap : bitmaps) mtmd_bitmap_free(bitmap);
       bitmaps.clear();
     };
-    for (size_t i = 0; i < media_.size(); i++) {
-      const auto& bytes = media_[i];
-      mtmd_helper_bitmap_wrapper wrapped =
-          mtmd_helper_bitmap_init_from_buf(ctx, bytes.data(), bytes.size(), false, mtmd_helper_init_opt_default());
+    const auto fail = [&freeBitmaps](const std::string& message) {
+      freeBitmaps();
+      throw std::runtime_error(message);
+    };
+    const std::string takes = std::string(mtmd_support_vision(ctx) ? "images" : "") +
+                              (mtmd_support_vision(ctx) && mtmd_support_audio(ctx) ? " and " : "") +
+                              (mtmd_support_audio(ctx) ? "audio" : "");
+    size_t images = 0;
+    size_t clips = 0;
+    for (const MediaInput& item : media_) {
+      // Numbered by kind, as the JS side names the parts: "image 2", "audio 1".
+      const std::string label = item.audio ? "audio " + std::to_string(++clips) : "image " + std::to_string(++images);
+      if (item.audio ? !mtmd_support_audio(ctx) : !mtmd_support_vision(ctx)) {
+        fail(label + ": the projector " + projector_->path + " does not take " + (item.audio ? "audio" : "images") +
+             " (it takes " + takes + ")");
+      }
+      // libmtmd's helper tells audio (WAV, MP3, FLAC, decoded by miniaudio and resampled to the projector's rate)
+      // from an image (stb_image) by the file's first bytes.
+      mtmd_helper_bitmap_wrapper wrapped = mtmd_helper_bitmap_init_from_buf(ctx, item.bytes.data(), item.bytes.size(),
+                                                                            false, mtmd_helper_init_opt_default());
       if (wrapped.video_ctx != nullptr) mtmd_helper_video_free(wrapped.video_ctx);
       if (wrapped.bitmap == nullptr) {
-        freeBitmaps();
-        throw std::runtime_error("image " + std::to_string(i + 1) + " (" + std::to_string(bytes.size()) +
-                                 " bytes) cannot be decoded: give a PNG, JPEG, BMP or GIF image");
+        fail(label + " (" + std::to_string(item.bytes.size()) + " bytes) cannot be decoded: " +
+             (item.audio ? "give a WAV, MP3 or FLAC file" : "give a PNG, JPEG, BMP or GIF image"));
       }
       bitmaps.push_back(wrapped.bitmap);
-      const bool audio = mtmd_bitmap_is_audio(wrapped.bitmap);
-      if (audio ? !mtmd_support_audio(ctx) : !mtmd_support_vision(ctx)) {
-        freeBitmaps();
-        throw std::runtime_error(std::string("media ") + std::to_string(i + 1) + " is " +
-                                 (audio ? "audio" : "an image") + ", which the projector " + projector_->path +
-                                 " does not take");
+      if (mtmd_bitmap_is_audio(wrapped.bitmap) != item.audio) {
+        fail(label + " is " +
+             (item.audio ? "an image, not audio: send it as an image part"
+                         : "audio, not an image: send it as an audio part"));
       }
     }
     mtmd_input_chunks* chunks = mtmd_input_chunks_init();
@@ -144,17 +163,17 @@ class TokenizeMediaTask : public Task {
     } catch (const std::exception& e) {
       freeBitmaps();
       mtmd_input_chunks_free(chunks);
-      throw std::runtime_error(std::string("cannot tokenize the prompt with its images: ") + e.what());
+      throw std::runtime_error(std::string("cannot tokenize the prompt with its media: ") + e.what());
     }
     freeBitmaps();
     if (rc != 0) {
       mtmd_input_chunks_free(chunks);
       if (rc == 1) {
         throw std::runtime_error("the prompt's media markers do not match the " + std::to_string(media_.size()) +
-                                 " images given");
+                                 " images and audio clips given");
       }
       const std::string why = capture.FirstError();
-      throw std::runtime_error("cannot preprocess the images" + (why.empty() ? std::string() : ": " + why));
+      throw std::runtime_error("cannot preprocess the media" + (why.empty() ? std::string() : ": " + why));
     }
     prompt_ = std::make_shared<MediaPrompt>(projector_, chunks);
   }
@@ -172,7 +191,7 @@ class TokenizeMediaTask : public Task {
  private:
   ProjectorPtr projector_;
   std::string text_;
-  std::vector<std::vector<unsigned char>> media_;
+  std::vector<MediaInput> media_;
   bool addSpecial_;
   bool parseSpecial_;
   MediaPromptPtr prompt_;
@@ -215,22 +234,30 @@ Napi::Value ProjectorInfo(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// tokenizeMedia(projector, text, media: Uint8Array[], addSpecial, parseSpecial) -> Promise<{ tokens, media }>
+// tokenizeMedia(projector, text, media: { kind: "image" | "audio", data: Uint8Array }[], addSpecial, parseSpecial)
+//   -> Promise<{ tokens, media }>
 Napi::Value TokenizeMedia(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   try {
     ProjectorPtr projector = ProjectorArg(info, 0);
     std::string text = StringArg(info, 1, "text");
-    if (!info[2].IsArray()) throw Napi::TypeError::New(env, "media must be an array of Uint8Array");
+    const char* shape = "media must be an array of { kind: \"image\" | \"audio\", data: Uint8Array }";
+    if (!info[2].IsArray()) throw Napi::TypeError::New(env, shape);
     Napi::Array list = info[2].As<Napi::Array>();
-    std::vector<std::vector<unsigned char>> media;
+    std::vector<MediaInput> media;
     for (uint32_t i = 0; i < list.Length(); i++) {
       Napi::Value item = list.Get(i);
-      if (!item.IsTypedArray() || item.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
-        throw Napi::TypeError::New(env, "media must be an array of Uint8Array");
+      if (!item.IsObject()) throw Napi::TypeError::New(env, shape);
+      Napi::Value kind = item.As<Napi::Object>().Get("kind");
+      Napi::Value data = item.As<Napi::Object>().Get("data");
+      const std::string kindName = kind.IsString() ? kind.As<Napi::String>().Utf8Value() : std::string();
+      if ((kindName != "image" && kindName != "audio") || !data.IsTypedArray() ||
+          data.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+        throw Napi::TypeError::New(env, shape);
       }
-      auto bytes = item.As<Napi::Uint8Array>();
-      media.emplace_back(bytes.Data(), bytes.Data() + bytes.ElementLength());
+      auto bytes = data.As<Napi::Uint8Array>();
+      media.push_back(
+          {std::vector<unsigned char>(bytes.Data(), bytes.Data() + bytes.ElementLength()), kindName == "audio"});
     }
     const bool addSpecial = BoolArg(info, 3, true);
     const bool parseSpecial = BoolArg(info, 4, true);
@@ -344,7 +371,7 @@ void CheckPromptTokens(const llama_vocab* vocab, const std::vector<llama_token>&
     }
   }
   if (!tokens.empty() && tokens.back() < 0) {
-    throw std::runtime_error("a prompt cannot end with an image: put text (the assistant's prompt) after it");
+    throw std::runtime_error("a prompt cannot end with an image or audio: put text (the assistant's prompt) after it");
   }
 }
 

@@ -1,11 +1,11 @@
-// Images (and audio) in prompts through llama.cpp's libmtmd (tools/mtmd): a model's projector (its mmproj GGUF),
+// Images and audio in prompts through llama.cpp's libmtmd (tools/mtmd): a model's projector (its mmproj GGUF),
 // prompts tokenized together with their media, and the evaluation of a media chunk into a sequence's KV cells.
 //
-// A prompt with media is a list of chunks (text tokens, or an image's embeddings). Both generation paths (the
-// per-request worker and the sequence engine) keep their token vectors: each position of a media chunk holds a
-// placeholder, a negative number derived from the media's hash and the position in it, so that a cached prefix with
-// the same image matches and one with another image does not. Where a placeholder run begins, the generation loop
-// evaluates the whole chunk with mtmd_helper_eval_chunk_single instead of decoding tokens.
+// A prompt with media is a list of chunks (text tokens, or an image's or an audio clip's embeddings). Both
+// generation paths (the per-request worker and the sequence engine) keep their token vectors: each position of a
+// media chunk holds a placeholder, a negative number derived from the media's hash and the position in it, so that
+// a cached prefix with the same image (or clip) matches and one with another does not. Where a placeholder run
+// begins, the generation loop evaluates the whole chunk with mtmd_helper_eval_chunk_single instead of decoding tokens.
 #pragma once
 
 #include <napi.h>

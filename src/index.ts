@@ -62,6 +62,8 @@ export {
   type ChatToolChoice,
   type ChatTextPart,
   type ChatImagePart,
+  type ChatAudioPart,
+  type ChatMediaPart,
 } from "./llama/chat.js";
 export type { MediaPrompt, ModelProjector } from "./llama/media.js";
 export type { ChatFormatOptions, ChatContent, ParsedChatMessage } from "./llama/chat-format.js";

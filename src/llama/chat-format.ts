@@ -6,7 +6,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { LlamaOciError } from "../errors.js";
-import { MEDIA_MARKER, checkImagePart, isImagePart, type ChatImagePart } from "./media.js";
+import { MEDIA_MARKER, checkMediaPart, isMediaPart, type ChatMediaPart } from "./media.js";
 import type { NativeChatFormat, NativeChatParsed } from "./native-types.js";
 import { invalid } from "./options.js";
 
@@ -16,8 +16,8 @@ export interface ChatTextPart {
   text: string;
 }
 
-/** Text, or parts: text and (for a model with a projector) images. */
-export type ChatContent = string | readonly (ChatTextPart | ChatImagePart)[];
+/** Text, or parts: text and (for a model with a projector) images and audio. */
+export type ChatContent = string | readonly (ChatTextPart | ChatMediaPart)[];
 
 /** A call the assistant made: `arguments` is the JSON text of the arguments, as OpenAI's API gives it. */
 export interface ChatToolCall {
@@ -183,12 +183,13 @@ function openAiContent(content: ChatContent | null | undefined, i: number): stri
   const parts: unknown = content;
   if (!Array.isArray(parts)) throw invalid(`message ${i}: content must be a string or an array of text parts`);
   return content.map((part, j) => {
-    if (isImagePart(part)) {
-      // The image's place in the prompt, as llama-server renders an image_url part; libmtmd puts the image there.
-      checkImagePart(part, `message ${i}: content part ${j}`);
+    if (isMediaPart(part)) {
+      // The media's place in the prompt, as llama-server renders an image_url or input_audio part; libmtmd puts the
+      // image's or the clip's embeddings there.
+      checkMediaPart(part, `message ${i}: content part ${j}`);
       return { type: "media_marker", text: MEDIA_MARKER };
     }
-    if (part?.type !== "text" || typeof part.text !== "string") throw invalid(`message ${i}: content part ${j} must be { type: "text", text } or { type: "image", data | path }`);
+    if (part?.type !== "text" || typeof part.text !== "string") throw invalid(`message ${i}: content part ${j} must be { type: "text", text }, { type: "image", data | path } or { type: "audio", data | path }`);
     return { type: "text", text: part.text };
   });
 }

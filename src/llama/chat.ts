@@ -20,7 +20,7 @@ import { modelFingerprint, readChatFile, writeChatFile, type ChatFile } from "./
 import { chatWindow, CHAT_CACHE_REUSE } from "./chat-window.js";
 import { createPieceStream, type CompletionResult, type PieceStream } from "./completion.js";
 import type { LlamaContext } from "./context.js";
-import { checkImagePart, imagesOf, isImagePart, type MediaPrompt } from "./media.js";
+import { checkMediaPart, isMediaPart, mediaOf, type MediaPrompt } from "./media.js";
 import type { ModelHandle } from "./model-handle.js";
 import { LlamaOciError } from "../errors.js";
 import { disposedError } from "./native-errors.js";
@@ -28,7 +28,7 @@ import type { NativeChatFormat } from "./native-types.js";
 import { invalid, type ContextOptions, type GenerationOptions } from "./options.js";
 import { TaskQueue } from "./queue.js";
 
-export type { ChatImagePart } from "./media.js";
+export type { ChatAudioPart, ChatImagePart, ChatMediaPart } from "./media.js";
 export type { ChatDelta, ChatMessage, ChatTextPart, ChatTool, ChatToolCall, ChatToolCallDelta, ChatToolChoice } from "./chat-format.js";
 
 export interface ChatSessionOptions extends ContextOptions, ChatFormatOptions {
@@ -154,16 +154,16 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
         if (addAssistantPrompt) windowFormat = formatted;
         return dropDoubleBos(await this.model.tokenize(formatted.prompt, CHAT_TOKENIZE), this.model.info.bosToken);
       };
-      // With images the whole conversation is sent and the context does not shift (as llama-server does with a
-      // projector): an image's embeddings cannot be cut in part.
-      const images = imagesOf(messages).length > 0;
-      const contextShift = !images && (generation.contextShift ?? s.contextShift ?? true);
+      // With media (images, audio) the whole conversation is sent and the context does not shift (as llama-server
+      // does with a projector): an image's or a clip's embeddings cannot be cut in part.
+      const withMedia = mediaOf(messages).length > 0;
+      const contextShift = !withMedia && (generation.contextShift ?? s.contextShift ?? true);
       const maxTokens = generation.maxTokens ?? this.model.generationDefaults.maxTokens;
       let window: { tokens: Int32Array; start: number; keep: number };
       let media: MediaPrompt | undefined;
-      if (images) {
+      if (withMedia) {
         windowFormat = this.model.formatChat(messages, { ...formatOptions, addAssistantPrompt: true });
-        media = await this.model.tokenizeWithImages(windowFormat.prompt, messages);
+        media = await this.model.tokenizeWithMedia(windowFormat.prompt, messages);
         window = { tokens: media.tokens, start: 0, keep: 0 };
       } else {
         window = await chatWindow(messages, this.#windowStart, { format: formatList, contextSize: context.contextSize, contextShift, maxTokens });
@@ -394,10 +394,10 @@ function checkedMessage(message: ChatMessage, what: string): ChatMessage {
     throw invalid(`${what} must be { role: string, content: string }`);
   }
   const content = message.content ?? "";
-  if (typeof content !== "string" && !(Array.isArray(content) && content.every((part: ChatTextPart) => isImagePart(part) || (part?.type === "text" && typeof part.text === "string")))) {
-    throw invalid(`${what}: content must be a string or an array of { type: "text", text } and { type: "image", data | path } parts`);
+  if (typeof content !== "string" && !(Array.isArray(content) && content.every((part: ChatTextPart) => isMediaPart(part) || (part?.type === "text" && typeof part.text === "string")))) {
+    throw invalid(`${what}: content must be a string or an array of { type: "text", text }, { type: "image", data | path } and { type: "audio", data | path } parts`);
   }
-  if (Array.isArray(content)) for (const [j, part] of content.entries()) if (isImagePart(part)) checkImagePart(part, `${what}: content part ${j}`);
+  if (Array.isArray(content)) for (const [j, part] of content.entries()) if (isMediaPart(part)) checkMediaPart(part, `${what}: content part ${j}`);
   if (message.toolCalls !== undefined && !Array.isArray(message.toolCalls)) throw invalid(`${what}: toolCalls must be an array`);
   return copyMessage({ ...message, content });
 }

@@ -22,8 +22,8 @@ export interface ModelHandle<Context = unknown> {
   /** The system prompt a chat starts with when it is given none (an artifact's own). */
   readonly systemPrompt?: string;
   tokenize(text: string, options: { addSpecial: boolean; parseSpecial: boolean }): Promise<Int32Array>;
-  /** A formatted chat tokenized with the images of `messages` (through the model's projector). */
-  tokenizeWithImages(prompt: string, messages: readonly ChatMessage[]): Promise<MediaPrompt>;
+  /** A formatted chat tokenized with the media (images, audio) of `messages` (through the model's projector). */
+  tokenizeWithMedia(prompt: string, messages: readonly ChatMessage[]): Promise<MediaPrompt>;
   /** The grammar a request asks for, from `grammar` or `jsonSchema`. */
   grammarFor(options: Pick<GenerationOptions, "grammar" | "jsonSchema">): string | null;
   /** The conversation as llama.cpp's chat layer formats it (prompt, tool-call grammar, the answer's parser). */

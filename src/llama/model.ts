@@ -16,7 +16,7 @@ import { ChatSession, type ChatSessionOptions } from "./chat.js";
 import { createCompletionStream, type CompletionResult, type CompletionStream } from "./completion.js";
 import { LlamaContext, type EmbedOptions } from "./context.js";
 import type { ModelHandle } from "./model-handle.js";
-import { imageBytes, imagesOf, ModelProjector, noProjectorError, type MediaPrompt } from "./media.js";
+import { mediaError, mediaInput, mediaLabels, mediaOf, ModelProjector, noProjectorError, type MediaPrompt } from "./media.js";
 import { disposedError, nativeError } from "./native-errors.js";
 import type { NativeChatFormat, NativeContext, NativeContextOptions, NativeModel, NativeModelInfo } from "./native-types.js";
 import { preflightModel } from "./preflight.js";
@@ -310,14 +310,18 @@ export class LlamaModel implements ModelHandle<LlamaContext<LlamaModel>> {
   }
 
   /**
-   * Tokenizes a formatted chat (formatChat().prompt) together with the images of `messages`, whose media markers
-   * it holds, through the projector; context.completeWithMeta() generates from the result.
+   * Tokenizes a formatted chat (formatChat().prompt) together with the media (images, audio) of `messages`, whose
+   * media markers it holds, through the projector; context.completeWithMeta() generates from the result.
    */
-  async tokenizeWithImages(prompt: string, messages: readonly ChatMessage[]): Promise<MediaPrompt> {
+  async tokenizeWithMedia(prompt: string, messages: readonly ChatMessage[]): Promise<MediaPrompt> {
     this.#assertUsable();
+    const refused = mediaError(this.projector, basename(this.path), messages);
+    if (refused) throw refused;
     if (this.projector === undefined) throw noProjectorError(basename(this.path));
-    const images = await Promise.all(imagesOf(messages).map((part, i) => imageBytes(part, `image ${i + 1}`)));
-    return this.#track(this.projector.tokenize(prompt, images, { addSpecial: true, parseSpecial: true }));
+    const parts = mediaOf(messages);
+    const labels = mediaLabels(parts);
+    const media = await Promise.all(parts.map((part, i) => mediaInput(part, labels[i]!)));
+    return this.#track(this.projector.tokenize(prompt, media, { addSpecial: true, parseSpecial: true }));
   }
 
   async detokenize(tokens: Int32Array | readonly number[], options: DetokenizeOptions = {}): Promise<string> {
@@ -348,7 +352,8 @@ export class LlamaModel implements ModelHandle<LlamaContext<LlamaModel>> {
    */
   formatChat(messages: readonly ChatMessage[], options: FormatChatOptions = {}): FormattedChat {
     this.#assertUsable();
-    if (this.projector === undefined && imagesOf(messages).length > 0) throw noProjectorError(basename(this.path));
+    const refused = mediaError(this.projector, basename(this.path), messages);
+    if (refused) throw refused;
     const tools = normalizeTools(options.tools);
     const choice = normalizeToolChoice(options.toolChoice, tools);
     const { template, templateName } = this.#templateFor(options);

@@ -168,7 +168,7 @@ export interface NativeSamplingOptions {
 export interface NativeGenerateParams {
   /** The whole prompt as tokens; a prefix already in the KV cache is reused, not evaluated again. */
   tokens: Int32Array;
-  /** A prompt with images from tokenizeMedia() (its tokens are then the prompt; `tokens` should be them too). */
+  /** A prompt with media from tokenizeMedia() (its tokens are then the prompt; `tokens` should be them too). */
   media?: NativeMediaPromptHandle;
   maxTokens: number;
   sampling: NativeSamplingOptions;
@@ -381,8 +381,11 @@ export interface NativeBinding {
   loadProjector(model: NativeModel, path: string, options: { threads: number; useGpu: boolean }): Promise<NativeProjectorHandle>;
   disposeProjector(projector: NativeProjectorHandle): void;
   projectorInfo(projector: NativeProjectorHandle): { vision: boolean; audio: boolean; path: string };
-  /** mtmd_tokenize of a prompt whose media markers stand for `media` (file bytes), on a worker thread. */
-  tokenizeMedia(projector: NativeProjectorHandle, text: string, media: Uint8Array[], addSpecial: boolean, parseSpecial: boolean): Promise<{ tokens: Int32Array; media: NativeMediaPromptHandle }>;
+  /**
+   * mtmd_tokenize of a prompt whose media markers stand for `media` (file bytes of images and audio, each of the
+   * kind its part said), on a worker thread.
+   */
+  tokenizeMedia(projector: NativeProjectorHandle, text: string, media: { kind: "image" | "audio"; data: Uint8Array }[], addSpecial: boolean, parseSpecial: boolean): Promise<{ tokens: Int32Array; media: NativeMediaPromptHandle }>;
   /** libmtmd's default media marker, "<__media__>". */
   mediaMarker(): string;
 }

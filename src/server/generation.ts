@@ -14,7 +14,7 @@ import {
   normalizeTools,
 } from "../llama/chat-format.js";
 import type { CompletionResult, StopReason } from "../llama/completion.js";
-import { imagesOf, MediaPrompt, noProjectorError } from "../llama/media.js";
+import { mediaError, mediaOf, MediaPrompt } from "../llama/media.js";
 import type { ModelDefaults } from "../oci/model/index.js";
 import { badRequest, HttpError, oneLine } from "./http-errors.js";
 import type { ServerMetrics } from "./metrics.js";
@@ -23,7 +23,7 @@ import type { RunOptions } from "./runner.js";
 
 const PROMPT_TOKENIZE = { addSpecial: true, parseSpecial: true } as const;
 
-/** A prompt to generate from: tokens, or a chat's prompt tokenized with its images. */
+/** A prompt to generate from: tokens, or a chat's prompt tokenized with its media (images, audio). */
 export type Prompt = Int32Array | MediaPrompt;
 
 /** A chat request as both APIs give it: messages (tool calls and results included), tools and how to use them. */
@@ -40,7 +40,7 @@ export interface ChatRequest {
 
 /** A chat formatted for the model: its prompt tokens, the template's grammar and stops, and the answer's parser. */
 export interface PreparedChat {
-  /** The prompt's tokens, or (with images) the prompt tokenized with them by the model's projector. */
+  /** The prompt's tokens, or (with media) the prompt tokenized with them by the model's projector. */
   tokens: Prompt;
   chatGrammar: ChatGrammar | undefined;
   /** Stop words the template adds (llama-server's additional_stops). */
@@ -51,8 +51,12 @@ export interface PreparedChat {
 /** The conversation formatted with the model's chat template and tokenized, ready to generate the assistant's turn. */
 export async function prepareChat(loaded: LoadedModel, request: ChatRequest, param = "messages"): Promise<PreparedChat> {
   const model = loaded.model;
-  const images = imagesOf(request.messages).length;
-  if (images > 0 && model.projector === undefined) throw badRequest(oneLine(noProjectorError(loaded.name)), param);
+  const media = mediaOf(request.messages).length;
+  // Media without a projector, or of a kind the projector does not take (audio for a vision-only one): a 400 naming
+  // the part (the request's own numbering: the artifact's system prompt comes in later).
+  let part = param;
+  const refused = mediaError(model.projector, loaded.name, request.messages, (i, j) => (part = `${param}[${i}].content[${j}]`));
+  if (refused) throw badRequest(oneLine(refused), model.projector === undefined ? param : part);
   let format;
   try {
     format = model.formatChat(withSystemPrompt(request.messages, loaded.pull?.systemPrompt), {
@@ -68,10 +72,10 @@ export async function prepareChat(loaded: LoadedModel, request: ChatRequest, par
   }
   const chatGrammar = chatGrammarOf(format);
   const parser = new ChatOutputParser(format, toolCallIdMaker(model.chatTemplateSource()));
-  if (images > 0) {
+  if (media > 0) {
     let prompt: MediaPrompt;
     try {
-      prompt = await model.tokenizeWithImages(format.prompt, withSystemPrompt(request.messages, loaded.pull?.systemPrompt));
+      prompt = await model.tokenizeWithMedia(format.prompt, withSystemPrompt(request.messages, loaded.pull?.systemPrompt));
     } catch (error) {
       if (error instanceof LlamaOciError && error.code === "INVALID_ARGUMENT") throw badRequest(oneLine(error), param);
       throw error;
@@ -92,7 +96,7 @@ export async function prepareChat(loaded: LoadedModel, request: ChatRequest, par
 /** The conversation formatted with the model's chat template and tokenized (text messages, no tools). */
 export async function chatPrompt(loaded: LoadedModel, messages: ChatMessage[], param = "messages"): Promise<Int32Array> {
   const { tokens } = await prepareChat(loaded, { messages }, param);
-  if (tokens instanceof MediaPrompt) throw badRequest("images are not supported here", param);
+  if (tokens instanceof MediaPrompt) throw badRequest("images and audio are not supported here", param);
   return tokens;
 }
 

@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import { normalizeToolChoice, type ChatDelta, type ChatMessage, type ChatTool, type ChatToolChoice, type ParsedChatMessage } from "../llama/chat-format.js";
 import type { CompletionResult } from "../llama/completion.js";
-import { decodeBase64, type ChatImagePart } from "../llama/media.js";
+import { decodeBase64, type ChatAudioPart, type ChatImagePart } from "../llama/media.js";
 import { listModels } from "../oci/cache/index.js";
 import { formatReference, parseReference } from "../oci/name/index.js";
 import {
@@ -63,6 +63,7 @@ interface ContentPart {
   text?: string;
   refusal?: string;
   image_url?: string | { url: string; detail?: string };
+  input_audio?: { data: string; format: string };
 }
 
 interface OpenAiToolCall {
@@ -424,7 +425,8 @@ function toMessages(messages: ChatBody["messages"]): ChatMessage[] {
         if (part.type === "text" && typeof part.text === "string") return { type: "text" as const, text: part.text };
         if (part.type === "refusal" && typeof part.refusal === "string") return { type: "text" as const, text: part.refusal };
         if (part.type === "image_url" && part.image_url !== undefined) return imagePart(part.image_url, `messages[${i}].content[${j}].image_url`);
-        throw badRequest(`content parts of type "${part.type.slice(0, 64)}" are not supported (this server reads text and image_url parts)`, `messages[${i}].content[${j}].type`);
+        if (part.type === "input_audio" && part.input_audio !== undefined) return audioPart(part.input_audio, `messages[${i}].content[${j}].input_audio`);
+        throw badRequest(`content parts of type "${part.type.slice(0, 64)}" are not supported (this server reads text, image_url and input_audio parts)`, `messages[${i}].content[${j}].type`);
       });
     }
     const out: ChatMessage = { role, content: text };
@@ -519,4 +521,19 @@ function imagePart(imageUrl: string | { url: string }, param: string): ChatImage
   } catch (error) {
     throw badRequest(oneLine(error), param);
   }
+}
+
+/**
+ * An input_audio part as audio: its base64 data decoded (the format, "wav" or "mp3" as the schema takes, is not
+ * needed: libmtmd tells the two apart by their bytes, as llama-server lets it). Bad or empty data is a 400.
+ */
+function audioPart(inputAudio: { data: string }, param: string): ChatAudioPart {
+  let data: Uint8Array;
+  try {
+    data = decodeBase64(inputAudio.data, `${param}.data`, "audio");
+  } catch (error) {
+    throw badRequest(oneLine(error), `${param}.data`);
+  }
+  if (data.length === 0) throw badRequest(`${param}.data is empty: give the base64 of a WAV or MP3 file`, `${param}.data`);
+  return { type: "audio", data };
 }

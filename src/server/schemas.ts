@@ -85,7 +85,16 @@ const CONTENT_PART = {
     text: { type: "string" },
     refusal: { type: "string" },
     // An image as a data: URL (or { url }), as OpenAI's image_url part.
-    image_url: { anyOf: [{ type: "string" }, { type: "object", required: ["url"], properties: { url: { type: "string" }, detail: { type: "string" } } }] },
+    image_url: {
+      title: "a data: URL or { url }",
+      anyOf: [{ type: "string" }, { type: "object", required: ["url"], properties: { url: { type: "string" }, detail: { type: "string" } } }],
+    },
+    // Audio as base64 and its format, as OpenAI's input_audio part (libmtmd decodes WAV and MP3 by their bytes).
+    input_audio: {
+      type: "object",
+      required: ["data", "format"],
+      properties: { data: { type: "string" }, format: { type: "string", enum: ["wav", "mp3"] } },
+    },
   },
 } as const;
 
@@ -110,10 +119,8 @@ const OPENAI_MESSAGE = {
   required: ["role"],
   properties: {
     role: { type: "string", enum: OPENAI_ROLES },
-    content: {
-      title: "a string, an array of content parts or null",
-      anyOf: [{ type: "string" }, { type: "array", maxItems: 4096, items: CONTENT_PART }, { type: "null" }],
-    },
+    // Not an anyOf, so that a bad content part is named itself ("messages[0].content[1].input_audio.format ...").
+    content: { type: ["string", "array", "null"], maxItems: 4096, items: CONTENT_PART },
     name: string,
     tool_calls: { type: ["array", "null"], maxItems: 1024, items: OPENAI_TOOL_CALL },
     tool_call_id: string,

@@ -38,6 +38,20 @@ export async function makeTinyVisionModel(
 }
 
 export async function makeTinyProjector(path: string, options: TinyProjectorOptions = {}): Promise<void> {
+  const w = new GgufWriter();
+  w.addMetadata("general.architecture", GgufValueType.STRING, "clip")
+    .addMetadata("general.name", GgufValueType.STRING, "tiny-clip")
+    .addMetadata("general.file_type", GgufValueType.UINT32, 0)
+    .addMetadata("clip.projector_type", GgufValueType.STRING, "mlp");
+  addTinyVisionEncoder(w, options);
+  await w.write(path);
+}
+
+/**
+ * The vision encoder's metadata (but the projector type, clip.projector_type, or clip.vision.projector_type in a
+ * projector with audio too) and tensors: v.* and the LLaVA MLP, mm.0 and mm.2.
+ */
+export function addTinyVisionEncoder(w: GgufWriter, options: TinyProjectorOptions = {}): void {
   const seed = options.seed ?? 7;
   const textEmbd = options.textEmbd ?? 64;
   const imageSize = options.imageSize ?? 32;
@@ -49,12 +63,7 @@ export async function makeTinyProjector(path: string, options: TinyProjectorOpti
   const nLayer = options.nLayer ?? 2;
   const nPatches = (imageSize / patchSize) ** 2;
 
-  const w = new GgufWriter();
-  w.addMetadata("general.architecture", GgufValueType.STRING, "clip")
-    .addMetadata("general.name", GgufValueType.STRING, "tiny-clip")
-    .addMetadata("general.file_type", GgufValueType.UINT32, 0)
-    .addMetadata("clip.has_vision_encoder", GgufValueType.BOOL, true)
-    .addMetadata("clip.projector_type", GgufValueType.STRING, "mlp")
+  w.addMetadata("clip.has_vision_encoder", GgufValueType.BOOL, true)
     .addMetadata("clip.use_gelu", GgufValueType.BOOL, true)
     .addMetadata("clip.vision.image_size", GgufValueType.UINT32, imageSize)
     .addMetadata("clip.vision.patch_size", GgufValueType.UINT32, patchSize)
@@ -94,7 +103,6 @@ export async function makeTinyProjector(path: string, options: TinyProjectorOpti
   add("mm.0.bias", [textEmbd]);
   add("mm.2.weight", [textEmbd, textEmbd]);
   add("mm.2.bias", [textEmbd]);
-  await w.write(path);
 }
 
 /** A PNG (8-bit RGB) of `width` x `height` whose pixels `color(x, y)` gives as [r, g, b]. */
