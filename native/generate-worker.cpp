@@ -60,7 +60,7 @@ class GenerateTask : public Task {
       throw std::runtime_error("prompt of " + std::to_string(prompt_.size()) + " tokens does not fit the context of " +
                                std::to_string(contextSize) + " tokens");
     }
-    Sampler sampler(vocab, sampling_, context.contextSize);
+    Sampler sampler(vocab, sampling_, context.contextSize, TokenTreeFor(*context.model, sampling_));
     for (llama_token token : prompt_) sampler.AcceptPrompt(token);
 
     // The prefix already in the KV cache is kept; the last prompt token is always decoded again for its logits.
@@ -85,6 +85,7 @@ class GenerateTask : public Task {
     const auto generateStart = Clock::now();
     if (promptDone) {
       Generate(session, sampler);
+      resamples_ = sampler.resamples();
     } else {
       stopReason_ = "abort";
     }
@@ -106,6 +107,7 @@ class GenerateTask : public Task {
     result.Set("promptMs", Napi::Number::New(env, promptMs_));
     result.Set("generateMs", Napi::Number::New(env, generateMs_));
     result.Set("discardedTokens", Napi::Number::New(env, static_cast<double>(discarded_)));
+    result.Set("grammarResamples", Napi::Number::New(env, static_cast<double>(resamples_)));
     return result;
   }
 
@@ -233,6 +235,7 @@ class GenerateTask : public Task {
   std::string stopReason_ = "maxTokens";
   size_t cachedTokens_ = 0;
   size_t discarded_ = 0;
+  uint64_t resamples_ = 0;
   double promptMs_ = 0;
   double generateMs_ = 0;
 };

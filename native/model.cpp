@@ -11,9 +11,15 @@
 #include "context.h"
 #include "js-args.h"
 #include "task.h"
+#include "token-tree.h"
 #include "tokenize-worker.h"
 
 namespace llama_oci {
+
+const TokenTree& ModelHandle::Tokens() {
+  std::call_once(tokensOnce_, [this] { tokens_ = std::make_shared<const TokenTree>(vocab()); });
+  return *tokens_;
+}
 
 namespace {
 

@@ -6,6 +6,7 @@
 
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "addon.h"
@@ -13,6 +14,8 @@
 #include "llama.h"
 
 namespace llama_oci {
+
+class TokenTree;
 
 // "<arch>.attention.causal" of the GGUF (default true), false for diffusion models (llama.h has no getter).
 bool HasCausalAttention(const llama_model* model);
@@ -39,6 +42,12 @@ struct ModelHandle {
   ModelHandle& operator=(const ModelHandle&) = delete;
 
   const llama_vocab* vocab() const { return llama_model_get_vocab(model); }
+  // The vocabulary as a tree of token texts (token-tree.h), built on first use (any thread) and kept.
+  const TokenTree& Tokens();
+
+ private:
+  std::once_flag tokensOnce_;
+  std::shared_ptr<const TokenTree> tokens_;
 };
 
 using ModelPtr = std::shared_ptr<ModelHandle>;

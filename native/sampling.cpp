@@ -137,6 +137,7 @@ SamplingOptions ReadSamplingOptions(const Napi::Object& object) {
     if (options.grammarRoot.empty()) options.grammarRoot = "root";
   }
   options.grammarFirst = BoolField(object, "grammarFirst", false);
+  options.grammarTree = BoolField(object, "grammarTree", true);
   options.grammarLazy = BoolField(object, "grammarLazy", false);
   Napi::Value triggers = object.Get("grammarTriggers");
   if (triggers.IsArray()) {
@@ -169,7 +170,8 @@ SamplingOptions ReadSamplingOptions(const Napi::Object& object) {
   return options;
 }
 
-Sampler::Sampler(const llama_vocab* vocab, const SamplingOptions& options, uint32_t contextSize)
+Sampler::Sampler(const llama_vocab* vocab, const SamplingOptions& options, uint32_t contextSize,
+                 const TokenTree* tokens)
     : grammarFirst_(options.grammarFirst), vocabSize_(llama_vocab_n_tokens(vocab)) {
   llama_sampler_chain_params params = llama_sampler_chain_default_params();
   params.no_perf = true;
@@ -249,6 +251,10 @@ Sampler::Sampler(const llama_vocab* vocab, const SamplingOptions& options, uint3
     }
     // Not in the chain: Sample() checks the chain's choice against it (common_sampler's rejection sampling).
     grammar_ = std::move(owned);
+    if (tokens != nullptr && !options.grammarLazy && !reasoning_ && tokens->size() == vocabSize_) {
+      tree_ = tokens;
+      for (llama_token token : prefill) utf8_.Push(tree_->piece(token));
+    }
   }
 
   // -1 means the whole context, as in llama.cpp's tools; more than the context can hold is the same thing.
@@ -356,7 +362,7 @@ llama_token Sampler::Sample(llama_context* ctx, int32_t index) {
       resamples_++;
       SetLogits(ctx, index);
       if (reasoning_) llama_sampler_apply(reasoning_.get(), &array_);
-      llama_sampler_apply(grammar, &array_);
+      ConstrainAll(grammar);
       llama_sampler_apply(chain_.get(), &array_);
       token = Selected();
       constrained = true;
@@ -378,9 +384,28 @@ llama_token Sampler::Sample(llama_context* ctx, int32_t index) {
       }
     }
   }
-  if (grammar) llama_sampler_accept(grammar, token);
+  if (grammar) AcceptIntoGrammar(token);
   llama_sampler_accept(chain_.get(), token);
   return token;
+}
+
+const TokenTree* TokenTreeFor(ModelHandle& model, const SamplingOptions& options) {
+  const bool usable = options.hasGrammar && !options.grammarLazy && !options.grammarFirst && options.grammarTree;
+  return usable ? &model.Tokens() : nullptr;
+}
+
+void Sampler::ConstrainAll(llama_sampler* grammar) {
+  // The tree needs candidates in token order (SetLogits' order) and a grammar between whole characters.
+  if (tree_ != nullptr && utf8_.Whole() && array_.size == static_cast<size_t>(vocabSize_) && !array_.sorted) {
+    ConstrainWithTree(*tree_, grammar, array_, scratch_);
+  } else {
+    llama_sampler_apply(grammar, &array_);
+  }
+}
+
+void Sampler::AcceptIntoGrammar(llama_token token) {
+  llama_sampler_accept(grammar_.get(), token);
+  if (tree_ != nullptr) utf8_.Push(tree_->piece(token));
 }
 
 bool Sampler::GrammarApplies() const {

@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "llama.h"
+#include "model.h"
+#include "token-tree.h"
 
 namespace llama_oci {
 
@@ -42,6 +44,8 @@ struct SamplingOptions {
   // Apply the grammar to every candidate before the chain instead of checking only the sampled token (slower; the
   // same tokens when greedy). Tests and benchmarks compare the two.
   bool grammarFirst = false;
+  // Constrain the whole vocabulary through the model's TokenTree (false: every token, as llama.cpp does). Same tokens.
+  bool grammarTree = true;
   // A tool-call grammar from the chat template (common_chat_params): a lazy one applies from the moment one of its
   // triggers appears in the output; an eager one from the start, after the generation prompt the template already
   // wrote (grammarPrefill), which is fed to the grammar first.
@@ -63,6 +67,10 @@ struct SamplingOptions {
 // Napi::RangeError naming the field that is wrong (logit-bias tokens are checked against the vocabulary by Sampler).
 SamplingOptions ReadSamplingOptions(const Napi::Object& object);
 
+// The model's token tree when `options` have a grammar the Sampler can check through it (built on first use), else
+// null: a generation without one never pays for building it.
+const TokenTree* TokenTreeFor(ModelHandle& model, const SamplingOptions& options);
+
 struct SamplerDeleter {
   void operator()(llama_sampler* sampler) const { llama_sampler_free(sampler); }
 };
@@ -72,8 +80,10 @@ class Sampler {
   // Builds common_sampler's chain: logit bias -> penalties -> DRY -> top-n-sigma -> top-k -> typical-p -> top-p ->
   // min-p -> XTC -> temperature -> dist(seed); with Mirostat: logit bias -> temperature -> mirostat. Samplers that
   // are off are left out, and temperature <= 0 is greedy. Throws std::runtime_error with llama.cpp's parse error for
-  // an invalid grammar, and for a logit-bias token outside the vocabulary.
-  Sampler(const llama_vocab* vocab, const SamplingOptions& options, uint32_t contextSize);
+  // an invalid grammar, and for a logit-bias token outside the vocabulary. With `tokens` (the model's TokenTree), a
+  // rejected choice constrains the vocabulary through the tree: the same tokens, far fewer of them checked.
+  Sampler(const llama_vocab* vocab, const SamplingOptions& options, uint32_t contextSize,
+          const TokenTree* tokens = nullptr);
 
   // Feeds a prompt token to the chain's history (penalties, DRY), not to the grammar, which constrains the output.
   void AcceptPrompt(llama_token token);
@@ -90,6 +100,9 @@ class Sampler {
 
  private:
   void SetLogits(llama_context* ctx, int32_t index);
+  // The grammar's verdict on every candidate (rejected ones get -inf), through the token tree when it can be used.
+  void ConstrainAll(llama_sampler* grammar);
+  void AcceptIntoGrammar(llama_token token);
   llama_token Selected() const;
   bool GrammarApplies() const;
 
@@ -104,6 +117,11 @@ class Sampler {
   std::vector<llama_token_data> candidates_;
   llama_token_data_array array_{nullptr, 0, -1, false};
   uint64_t resamples_ = 0;
+  // The token tree, for an eager grammar without a thinking tracker (a lazy grammar replays buffered text when it
+  // triggers, so what it has read is not known here); utf8_ follows the text the grammar accepted.
+  const TokenTree* tree_ = nullptr;
+  TreeScratch scratch_;
+  Utf8State utf8_;
 };
 
 }  // namespace llama_oci

@@ -129,6 +129,7 @@ struct Outcome {
   size_t promptTokens = 0;
   size_t cachedTokens = 0;
   size_t discardedTokens = 0;
+  uint64_t grammarResamples = 0;
   double promptMs = 0;
   double generateMs = 0;
 };
@@ -155,6 +156,7 @@ void Settle(Napi::Env env, JsSide& js, const Outcome& outcome) {
   result.Set("promptMs", Napi::Number::New(env, outcome.promptMs));
   result.Set("generateMs", Napi::Number::New(env, outcome.generateMs));
   result.Set("discardedTokens", Napi::Number::New(env, static_cast<double>(outcome.discardedTokens)));
+  result.Set("grammarResamples", Napi::Number::New(env, static_cast<double>(outcome.grammarResamples)));
   js.deferred.Resolve(result);
 }
 
@@ -423,7 +425,8 @@ void SequenceEngine::ApplyClear() {
 void SequenceEngine::Admit(std::unique_ptr<EngineJob> owned) {
   EngineJob& job = *owned;
   try {
-    job.sampler = std::make_unique<Sampler>(context_.vocab(), job.sampling, context_.contextSize);
+    job.sampler = std::make_unique<Sampler>(context_.vocab(), job.sampling, context_.contextSize,
+                                            TokenTreeFor(*context_.model, job.sampling));
   } catch (...) {
     Fail(job, Task::CurrentExceptionMessage());
     return;
@@ -722,6 +725,7 @@ void SequenceEngine::Finish(EngineJob& job, const char* reason) {
   outcome.promptTokens = job.prompt.size();
   outcome.cachedTokens = job.cachedTokens;
   outcome.discardedTokens = job.discardedTokens;
+  outcome.grammarResamples = job.sampler ? job.sampler->resamples() : 0;
   outcome.promptMs = job.generating ? job.promptMs : MillisecondsBetween(job.promptStart, now);
   outcome.generateMs = job.generating ? MillisecondsBetween(job.generateStart, now) : 0;
   // The sequence is free (and counted so) before JS hears that the request ended.

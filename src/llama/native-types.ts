@@ -152,6 +152,12 @@ export interface NativeSamplingOptions {
    * default). Slower; the same tokens when greedy. For tests and benchmarks.
    */
   grammarFirst?: boolean;
+  /**
+   * When a rejected choice makes the whole vocabulary constrained: check it through the model's token tree (a token
+   * is rejected without a look when a token whose text begins it was), default true; false checks every token as
+   * llama.cpp's grammar sampler does. The same tokens either way. For tests and benchmarks.
+   */
+  grammarTree?: boolean;
   /** A tool-call grammar that applies only once one of grammarTriggers appears in the output (llama.cpp's lazy grammar). */
   grammarLazy?: boolean;
   /** "word" (a word that is one token triggers on that token), "pattern" (a regex) or "patternFull" (anchored). */
@@ -200,6 +206,8 @@ export interface NativeGenerateResult {
   generateMs: number;
   /** Tokens context shifts dropped from the KV cache during this generation. */
   discardedTokens: number;
+  /** How often the grammar rejected the sampled token, so that the whole vocabulary was constrained and sampled again. */
+  grammarResamples: number;
 }
 
 /** One sequence's KV cache (llama_state_seq_get_data) and the tokens its cells hold. */
