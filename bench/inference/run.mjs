@@ -249,6 +249,7 @@ async function grammarOverhead() {
       { name: "unconstrained", extra: {} },
       { name: "JSON schema, lazy (default)", extra: { grammar } },
       { name: "JSON schema, grammar first", extra: { grammar, grammarFirst: true } },
+      { name: "JSON schema, lazy, every token checked on rejection", extra: { grammar, grammarTree: false } },
     ];
     const generate = (seed, extra) =>
       context.generate({ tokens: prompt, maxTokens: grammarTokens, sampling: sampling(seed, extra), stop: [], ignoreEos: false, abort: binding.createAbortFlag(), onText: () => {} });
@@ -256,6 +257,7 @@ async function grammarOverhead() {
     await generate(1, { grammar });
     const perToken = new Map(variants.map((v) => [v.name, []]));
     const tokens = new Map(variants.map((v) => [v.name, []]));
+    const rejections = new Map(variants.map((v) => [v.name, []]));
     const ratios = { lazy: [], first: [] };
     for (let round = 0; round < grammarRuns; round++) {
       const seed = 1000 + round;
@@ -267,6 +269,7 @@ async function grammarOverhead() {
         times[variant.name] = result.generateMs / result.generatedTokens;
         perToken.get(variant.name).push(times[variant.name]);
         tokens.get(variant.name).push(result.generatedTokens);
+        rejections.get(variant.name).push(result.grammarResamples / result.generatedTokens);
       }
       ratios.lazy.push(times[variants[1].name] / times[variants[0].name]);
       ratios.first.push(times[variants[2].name] / times[variants[0].name]);
@@ -275,11 +278,11 @@ async function grammarOverhead() {
     console.log(`
 Per-token time of generation, ${threads} threads, ${grammarRuns} rounds, up to ${grammarTokens} tokens, temperature 0.8, same seed per round
 `);
-    console.log("| variant | ms per token, median | mean ± sd | tokens per run |");
-    console.log("|---|---:|---:|---:|");
+    console.log("| variant | ms per token, median | mean ± sd | tokens per run | sampled token rejected |");
+    console.log("|---|---:|---:|---:|---:|");
     for (const variant of variants) {
       const s = stats(perToken.get(variant.name));
-      console.log(`| ${variant.name} | ${median(perToken.get(variant.name)).toFixed(3)} | ${s.mean.toFixed(3)} ± ${s.sd.toFixed(3)} | ${stats(tokens.get(variant.name)).mean.toFixed(1)} |`);
+      console.log(`| ${variant.name} | ${median(perToken.get(variant.name)).toFixed(3)} | ${s.mean.toFixed(3)} ± ${s.sd.toFixed(3)} | ${stats(tokens.get(variant.name)).mean.toFixed(1)} | ${(100 * stats(rejections.get(variant.name)).mean).toFixed(0)}% |`);
     }
     // Each round's variants run back to back, so the ratio within a round is the least affected by load that
     // drifts between rounds: its median is the headline.
