@@ -1,5 +1,6 @@
 #include "sampling.h"
 
+#include <algorithm>
 #include <cctype>
 #include <climits>
 #include <cmath>
@@ -176,6 +177,7 @@ Sampler::Sampler(const llama_vocab* vocab, const SamplingOptions& options, uint3
   llama_sampler_chain_params params = llama_sampler_chain_default_params();
   params.no_perf = true;
   chain_.reset(llama_sampler_chain_init(params));
+  pointwise_.reset(llama_sampler_chain_init(params));
 
   // Preserved words that are one token each (as llama-server keeps them).
   for (const auto& word : options.preservedTokens) {
@@ -272,9 +274,12 @@ Sampler::Sampler(const llama_vocab* vocab, const SamplingOptions& options, uint3
   int32_t suppressed = 0;
   const llama_token* suppress = llama_vocab_get_suppress_tokens(vocab, &suppressed);
   for (int32_t i = 0; i < suppressed; i++) biases.push_back({suppress[i], -INFINITY});
+  // The samplers that change each token's logit on its own (logit bias, penalties, DRY) go first, in their own
+  // chain: a grammar's verdict commutes with them, which the scan for the best allowed tokens relies on.
+  const auto pointwise = [this](llama_sampler* sampler) { llama_sampler_chain_add(pointwise_.get(), sampler); };
   const auto add = [this](llama_sampler* sampler) { llama_sampler_chain_add(chain_.get(), sampler); };
   if (!biases.empty()) {
-    add(llama_sampler_init_logit_bias(vocabSize_, static_cast<int32_t>(biases.size()), biases.data()));
+    pointwise(llama_sampler_init_logit_bias(vocabSize_, static_cast<int32_t>(biases.size()), biases.data()));
   }
 
   if (options.mirostat != 0) {
@@ -293,14 +298,14 @@ Sampler::Sampler(const llama_vocab* vocab, const SamplingOptions& options, uint3
   const bool penalize =
       options.repeatPenalty != 1.0f || options.frequencyPenalty != 0.0f || options.presencePenalty != 0.0f;
   if (penalize && options.repeatLastN != 0) {
-    add(llama_sampler_init_penalties(vocabSize_, window(options.repeatLastN), options.repeatPenalty,
-                                     options.frequencyPenalty, options.presencePenalty));
+    pointwise(llama_sampler_init_penalties(vocabSize_, window(options.repeatLastN), options.repeatPenalty,
+                                           options.frequencyPenalty, options.presencePenalty));
   }
   if (options.dryMultiplier != 0.0f && options.dryBase >= 1.0f && options.dryPenaltyLastN != 0) {
     std::vector<const char*> breakers;
     for (const std::string& breaker : options.drySequenceBreakers) breakers.push_back(breaker.c_str());
-    add(llama_sampler_init_dry(vocab, options.dryMultiplier, options.dryBase, options.dryAllowedLength,
-                               window(options.dryPenaltyLastN), breakers.data(), breakers.size()));
+    pointwise(llama_sampler_init_dry(vocab, options.dryMultiplier, options.dryBase, options.dryAllowedLength,
+                                     window(options.dryPenaltyLastN), breakers.data(), breakers.size()));
   }
 
   const bool typical = options.typicalP < 1.0f;
@@ -308,9 +313,11 @@ Sampler::Sampler(const llama_vocab* vocab, const SamplingOptions& options, uint3
   if (options.temperature <= 0.0f && !typical && !xtc) {
     // Greedy: the truncating samplers always keep the most likely token, so they cannot change the choice.
     add(llama_sampler_init_greedy());
+    scanTop_ = 1;
     return;
   }
   if (options.topNSigma > 0.0f) add(llama_sampler_init_top_n_sigma(options.topNSigma));
+  if (options.topNSigma <= 0.0f && options.topK > 0) scanTop_ = static_cast<size_t>(options.topK);
   if (options.topK > 0) add(llama_sampler_init_top_k(options.topK));
   if (typical) add(llama_sampler_init_typical(options.typicalP, 0));
   if (options.topP > 0.0f && options.topP < 1.0f) add(llama_sampler_init_top_p(options.topP, 0));
@@ -323,7 +330,10 @@ Sampler::Sampler(const llama_vocab* vocab, const SamplingOptions& options, uint3
 
 void Sampler::AcceptPrompt(llama_token token) {
   // A media placeholder (vision.h) is no token: llama-server leaves image positions out of the penalties too.
-  if (token >= 0) llama_sampler_accept(chain_.get(), token);
+  if (token >= 0) {
+    llama_sampler_accept(pointwise_.get(), token);
+    llama_sampler_accept(chain_.get(), token);
+  }
 }
 
 void Sampler::SetLogits(llama_context* ctx, int32_t index) {
@@ -348,6 +358,7 @@ llama_token Sampler::Sample(llama_context* ctx, int32_t index) {
   if (reasoning_) llama_sampler_apply(reasoning_.get(), &array_);
   llama_sampler* grammar = grammar_ && (!reasoning_ || GrammarApplies()) ? grammar_.get() : nullptr;
   if (grammar && grammarFirst_) llama_sampler_apply(grammar, &array_);
+  llama_sampler_apply(pointwise_.get(), &array_);
   llama_sampler_apply(chain_.get(), &array_);
   llama_token token = Selected();
   bool constrained = grammar && grammarFirst_;
@@ -362,7 +373,14 @@ llama_token Sampler::Sample(llama_context* ctx, int32_t index) {
       resamples_++;
       SetLogits(ctx, index);
       if (reasoning_) llama_sampler_apply(reasoning_.get(), &array_);
-      ConstrainAll(grammar);
+      if (tree_ == nullptr) {
+        // As llama.cpp's common_sampler: the grammar over every candidate, then the whole chain.
+        llama_sampler_apply(grammar, &array_);
+        llama_sampler_apply(pointwise_.get(), &array_);
+      } else {
+        llama_sampler_apply(pointwise_.get(), &array_);
+        if (!ScanTopAllowed(grammar)) ConstrainAll(grammar);
+      }
       llama_sampler_apply(chain_.get(), &array_);
       token = Selected();
       constrained = true;
@@ -385,8 +403,48 @@ llama_token Sampler::Sample(llama_context* ctx, int32_t index) {
     }
   }
   if (grammar) AcceptIntoGrammar(token);
+  llama_sampler_accept(pointwise_.get(), token);
   llama_sampler_accept(chain_.get(), token);
   return token;
+}
+
+bool Sampler::ScanTopAllowed(llama_sampler* grammar) {
+  // What the chain's top-k (or greedy) keeps of a constrained vocabulary is the k best tokens the grammar allows:
+  // they are looked for among the best candidates, in order, a few grammar calls at most. When the grammar allows
+  // too few of them (a strict point of the grammar), the tree constrains the whole vocabulary instead.
+  if (scanTop_ == 0 || array_.size != static_cast<size_t>(vocabSize_)) return false;
+  const auto better = [](const llama_token_data& a, const llama_token_data& b) {
+    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+  };
+  const size_t limit = std::min(array_.size, std::max<size_t>(1024, 8 * scanTop_));
+  order_.assign(array_.data, array_.data + array_.size);
+  if (limit < order_.size()) std::nth_element(order_.begin(), order_.begin() + limit, order_.end(), better);
+  std::sort(order_.begin(), order_.begin() + limit, better);
+  subset_.clear();
+  bool allChecked = limit == order_.size();
+  for (size_t start = 0, chunk = std::max<size_t>(64, 2 * scanTop_); start < limit && subset_.size() < scanTop_;
+       start += chunk, chunk *= 4) {
+    const size_t end = std::min(limit, start + chunk);
+    probe_.clear();
+    for (size_t i = start; i < end; i++) {
+      if (order_[i].logit == -INFINITY) {
+        allChecked = true;  // the rest cannot be sampled either way
+        break;
+      }
+      probe_.push_back({order_[i].id, 0.0f, 0.0f});
+    }
+    if (probe_.empty()) break;
+    llama_token_data_array batch = {probe_.data(), probe_.size(), -1, false};
+    llama_sampler_apply(grammar, &batch);
+    for (size_t i = 0; i < probe_.size() && subset_.size() < scanTop_; i++) {
+      if (probe_[i].logit != -INFINITY) subset_.push_back(order_[start + i]);
+    }
+    if (allChecked) break;
+  }
+  if (subset_.empty() || (subset_.size() < scanTop_ && !allChecked)) return false;
+  // Sorted, as top-k leaves it (so it does not sort again).
+  array_ = {subset_.data(), subset_.size(), -1, true};
+  return true;
 }
 
 const TokenTree* TokenTreeFor(ModelHandle& model, const SamplingOptions& options) {

@@ -103,9 +103,14 @@ class Sampler {
   // The grammar's verdict on every candidate (rejected ones get -inf), through the token tree when it can be used.
   void ConstrainAll(llama_sampler* grammar);
   void AcceptIntoGrammar(llama_token token);
+  // After a rejection: points the candidates at the best scanTop_ tokens the grammar allows, best first; false when
+  // that cannot be told from the best few hundred candidates.
+  bool ScanTopAllowed(llama_sampler* grammar);
   llama_token Selected() const;
   bool GrammarApplies() const;
 
+  // The samplers that change each logit on its own (logit bias, penalties, DRY), then the rest of the chain.
+  std::unique_ptr<llama_sampler, SamplerDeleter> pointwise_;
   std::unique_ptr<llama_sampler, SamplerDeleter> chain_;
   std::unique_ptr<llama_sampler, SamplerDeleter> grammar_;
   // With thinking tags and a lazy grammar, the reasoning tracker runs beside the grammar (as llama.cpp's
@@ -121,6 +126,11 @@ class Sampler {
   // triggers, so what it has read is not known here); utf8_ follows the text the grammar accepted.
   const TokenTree* tree_ = nullptr;
   TreeScratch scratch_;
+  // How many of the best allowed tokens the chain keeps after a rejection (greedy 1, top-k k; 0: no scan).
+  size_t scanTop_ = 0;
+  std::vector<llama_token_data> order_;
+  std::vector<llama_token_data> probe_;
+  std::vector<llama_token_data> subset_;
   Utf8State utf8_;
 };
 

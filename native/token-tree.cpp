@@ -97,10 +97,23 @@ TokenTree::TokenTree(const llama_vocab* vocab) {
 void ConstrainWithTree(const TokenTree& tree, llama_sampler* grammar, llama_token_data_array& candidates,
                        TreeScratch& scratch) {
   enum : uint8_t { kUnknown = 0, kAllowed = 1, kRejected = 2 };
+  // Each grammar call costs about as much as checking thousands of tokens (it walks every grammar stack), so the
+  // first levels go one call each, and everything deeper goes in one last call, judged by its ancestor at the last
+  // of those levels (the levels in between are checked along, not used to skip).
+  constexpr size_t kLevelCalls = 3;
+  const auto& levels = tree.levels();
   scratch.verdict.assign(static_cast<size_t>(tree.size()), kUnknown);
-  for (const auto& level : tree.levels()) {
+  const auto check = [&](std::vector<llama_token_data>& batch) {
+    if (batch.empty()) return;
+    llama_token_data_array array = {batch.data(), batch.size(), -1, false};
+    llama_sampler_apply(grammar, &array);
+    for (const llama_token_data& token : batch) {
+      scratch.verdict[token.id] = std::isinf(token.logit) && token.logit < 0 ? kRejected : kAllowed;
+    }
+  };
+  for (size_t d = 0; d < levels.size() && d < kLevelCalls; d++) {
     scratch.batch.clear();
-    for (const llama_token id : level) {
+    for (const llama_token id : levels[d]) {
       const llama_token parent = tree.parent(id);
       if (parent >= 0 && scratch.verdict[parent] == kRejected) {
         scratch.verdict[id] = kRejected;
@@ -108,13 +121,21 @@ void ConstrainWithTree(const TokenTree& tree, llama_sampler* grammar, llama_toke
         scratch.batch.push_back({id, 0.0f, 0.0f});
       }
     }
-    if (scratch.batch.empty()) continue;
-    llama_token_data_array batch = {scratch.batch.data(), scratch.batch.size(), -1, false};
-    llama_sampler_apply(grammar, &batch);
-    for (const llama_token_data& token : scratch.batch) {
-      scratch.verdict[token.id] = std::isinf(token.logit) && token.logit < 0 ? kRejected : kAllowed;
+    check(scratch.batch);
+  }
+  scratch.batch.clear();
+  for (size_t d = kLevelCalls; d < levels.size(); d++) {
+    for (const llama_token id : levels[d]) {
+      llama_token ancestor = tree.parent(id);
+      while (scratch.verdict[ancestor] == kUnknown) ancestor = tree.parent(ancestor);
+      if (scratch.verdict[ancestor] == kRejected) {
+        scratch.verdict[id] = kRejected;
+      } else {
+        scratch.batch.push_back({id, 0.0f, 0.0f});
+      }
     }
   }
+  check(scratch.batch);
   for (size_t i = 0; i < candidates.size; i++) {
     llama_token_data& token = candidates.data[i];
     if (scratch.verdict[static_cast<size_t>(token.id)] == kRejected) token.logit = -INFINITY;
