@@ -37,6 +37,25 @@ ContextHandle::ContextHandle(ModelPtr model, llama_context* ctx, bool embeddings
 ContextHandle::~ContextHandle() {
   engine.reset();
   llama_free(ctx);
+  if (threadpoolBatch != nullptr) ggml_threadpool_free(threadpoolBatch);
+  if (threadpool != nullptr) ggml_threadpool_free(threadpool);
+}
+
+void ContextHandle::AttachThreadpools(int32_t threads, int32_t threadsBatch) {
+  ggml_threadpool_params generation = ggml_threadpool_params_default(threads);
+  ggml_threadpool_params batch = ggml_threadpool_params_default(threadsBatch);
+  if (!ggml_threadpool_params_match(&generation, &batch)) {
+    threadpoolBatch = ggml_threadpool_new(&batch);
+    generation.paused = true;  // woken by llama.cpp when a decode needs it (as common_threadpools does)
+  }
+  threadpool = ggml_threadpool_new(&generation);
+  if (threadpool == nullptr) {
+    // Without pools, ggml makes the threads of each decode itself: slower, not wrong.
+    if (threadpoolBatch != nullptr) ggml_threadpool_free(threadpoolBatch);
+    threadpoolBatch = nullptr;
+    return;
+  }
+  llama_attach_threadpool(ctx, threadpool, threadpoolBatch);
 }
 
 void ContextHandle::ClearMemory() {
@@ -325,6 +344,7 @@ class CreateContextTask : public Task {
                                (reason.empty() ? std::string(" (out of memory?)") : ": " + reason));
     }
     context_ = std::make_shared<ContextHandle>(model_, ctx, params_.embeddings, params_.n_seq_max);
+    context_->AttachThreadpools(static_cast<int32_t>(params_.n_threads), static_cast<int32_t>(params_.n_threads_batch));
   }
 
   Napi::Value Result(Napi::Env env) override { return ContextWrap::New(env, std::move(context_)); }

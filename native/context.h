@@ -13,6 +13,7 @@
 
 #include "abort.h"
 #include "addon.h"
+#include "ggml-cpu.h"
 #include "model.h"
 
 namespace llama_oci {
@@ -29,6 +30,10 @@ struct DecodeStats {
 struct ContextHandle {
   ModelPtr model;
   llama_context* ctx = nullptr;
+  // The CPU threads of this context's decodes (as llama.cpp's tools attach them), one pool for generation and one
+  // for batches when their thread counts differ; freed after the context.
+  ggml_threadpool* threadpool = nullptr;
+  ggml_threadpool* threadpoolBatch = nullptr;
   bool embeddings = false;
   uint32_t contextSize = 0;
   uint32_t batchSize = 0;
@@ -52,6 +57,8 @@ struct ContextHandle {
 
   ContextHandle(ModelPtr model, llama_context* ctx, bool embeddings, uint32_t parallel);
   ~ContextHandle();
+  // Creates and attaches the context's thread pools (CreateContext, before any decode).
+  void AttachThreadpools(int32_t threads, int32_t threadsBatch);
   ContextHandle(const ContextHandle&) = delete;
   ContextHandle& operator=(const ContextHandle&) = delete;
 
