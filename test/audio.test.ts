@@ -4,16 +4,14 @@
 // /v1/chat/completions with an input_audio part sent by the openai npm client, as through llama.cpp's own
 // llama-mtmd-cli built from the same source. Corrupt audio, audio for a vision-only projector, an image for an
 // audio-only one and audio for a model without projector are clear errors (400s in the server).
-import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import OpenAI, { type APIError } from "openai";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { llama, LlamaOciError, type ChatMessage, type LlamaModel } from "../src/index.js";
 import { dockerV01 } from "./helpers/artifacts.js";
-import { ROOT_DIR } from "./helpers/cli.js";
+import { MTMD_CLI, mtmdCliAnswer } from "./helpers/mtmd-cli.js";
 import { pushArtifact } from "./helpers/push.js";
 import { startRegistry, type RegistryHandle } from "./helpers/registry.js";
 import { serveEnv, startServe, type ServeProcess } from "./helpers/serve.js";
@@ -22,13 +20,9 @@ import { LLAMA_CPP_SOURCE_DIR } from "./helpers/tiny-model.js";
 import { makeTinyProjector, makePng, writePng } from "./helpers/tiny-vision.js";
 import { makeTempDir, removeDir } from "./helpers/tmp.js";
 
-const run = promisify(execFile);
-const MTMD_CLI = join(ROOT_DIR, "build", "bin", "llama-mtmd-cli");
 const N_PREDICT = 24;
 /** One 30 s window of audio takes 750 positions: the context holds two clips and their prompts. */
 const CONTEXT = 2048;
-/** Printed by llama-mtmd-cli before the answer (its MTMD_TEST_RESPONSE_MARKER, which tools/mtmd/tests.sh uses). */
-const MARKER = "<<<llama-oci response>>>";
 /** An MP3 of speech in llama.cpp's source (tools/mtmd/test-2.mp3, what its tests.sh sends to audio models). */
 const SPEECH_MP3 = join(LLAMA_CPP_SOURCE_DIR, "tools", "mtmd", "test-2.mp3");
 
@@ -45,15 +39,7 @@ const expected = new Map<string, string>();
  * prompt, in a single turn through the model's chat template.
  */
 async function mtmdCli(audio: string | string[], prompt: string, projector = projectorPath): Promise<string> {
-  const media = typeof audio === "string" ? ["--audio", audio] : audio;
-  const args = ["-m", lmPath, "--mmproj", projector, ...media, "-p", prompt, "--temp", "0", "-n", String(N_PREDICT), "-c", String(CONTEXT), "-t", "1", "--no-warmup"];
-  const { stdout } = await run(MTMD_CLI, args, { maxBuffer: 1 << 20, env: { ...process.env, MTMD_TEST_RESPONSE_MARKER: MARKER } });
-  const at = stdout.lastIndexOf(MARKER);
-  expect(at, `llama-mtmd-cli printed no response marker: ${stdout.slice(-500)}`).toBeGreaterThanOrEqual(0);
-  // The marker's line, and the line eval_message() ends the prompt with; the answer; then its closing newlines.
-  const head = `${MARKER}\n\n`;
-  expect(stdout.slice(at, at + head.length)).toBe(head);
-  return stdout.slice(at + head.length).replace(/\n+$/, "");
+  return mtmdCliAnswer({ model: lmPath, projector: projector, media: typeof audio === "string" ? ["--audio", audio] : audio, prompt, nPredict: N_PREDICT, contextSize: CONTEXT });
 }
 
 function userTurn(audioPath: string, prompt: string): ChatMessage {

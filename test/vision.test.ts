@@ -3,27 +3,21 @@
 // ChatSession (the per-request worker and the batched sequence engine), /v1/chat/completions with an image_url data
 // URL and Ollama's /api/chat with images, as through llama.cpp's own llama-mtmd-cli built from the same source.
 // A corrupt image and a model without projector are clear errors (400s in the server).
-import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { llama, LlamaOciError, type ChatMessage, type LlamaModel } from "../src/index.js";
 import { dockerV01 } from "./helpers/artifacts.js";
-import { ROOT_DIR } from "./helpers/cli.js";
+import { MTMD_CLI, mtmdCliAnswer } from "./helpers/mtmd-cli.js";
 import { pushArtifact } from "./helpers/push.js";
 import { startRegistry, type RegistryHandle } from "./helpers/registry.js";
 import { serveEnv, startServe, type ServeProcess } from "./helpers/serve.js";
 import { makeTinyVisionModel, writePng } from "./helpers/tiny-vision.js";
 import { makeTempDir, removeDir } from "./helpers/tmp.js";
 
-const run = promisify(execFile);
-const MTMD_CLI = join(ROOT_DIR, "build", "bin", "llama-mtmd-cli");
 const N_PREDICT = 24;
 const CONTEXT = 512;
-/** Printed by llama-mtmd-cli before the answer (its MTMD_TEST_RESPONSE_MARKER, which tools/mtmd/tests.sh uses). */
-const MARKER = "<<<llama-oci response>>>";
 /** Image positions of the tiny projector: (32 / 8)^2 patches. */
 const IMAGE_TOKENS = 16;
 
@@ -36,15 +30,7 @@ const expected = new Map<string, string>();
 
 /** What llama-mtmd-cli answers, greedy, to one image and prompt (a single turn through the model's chat template). */
 async function mtmdCli(image: string | string[], prompt: string): Promise<string> {
-  const imageArgs = (Array.isArray(image) ? image : [image]).flatMap((path) => ["--image", path]);
-  const args = ["-m", lmPath, "--mmproj", projectorPath, ...imageArgs, "-p", prompt, "--temp", "0", "-n", String(N_PREDICT), "-c", String(CONTEXT), "-t", "1", "--no-warmup"];
-  const { stdout } = await run(MTMD_CLI, args, { maxBuffer: 1 << 20, env: { ...process.env, MTMD_TEST_RESPONSE_MARKER: MARKER } });
-  const at = stdout.lastIndexOf(MARKER);
-  expect(at, `llama-mtmd-cli printed no response marker: ${stdout.slice(-500)}`).toBeGreaterThanOrEqual(0);
-  // The marker's line, and the line eval_message() ends the prompt with; the answer; then its closing newlines.
-  const head = `${MARKER}\n\n`;
-  expect(stdout.slice(at, at + head.length)).toBe(head);
-  return stdout.slice(at + head.length).replace(/\n+$/, "");
+  return mtmdCliAnswer({ model: lmPath, projector: projectorPath, media: (Array.isArray(image) ? image : [image]).flatMap((path) => ["--image", path]), prompt, nPredict: N_PREDICT, contextSize: CONTEXT });
 }
 
 function userTurn(imagePath: string, prompt: string): ChatMessage {
