@@ -27,30 +27,6 @@ std::string Piece(const llama_vocab* vocab, llama_token id) {
 
 }  // namespace
 
-void Utf8State::Push(const std::string& bytes) {
-  for (const char c : bytes) {
-    const auto byte = static_cast<unsigned char>(c);
-    if (pending_ > 0) {
-      if ((byte & 0xC0) == 0x80) {
-        pending_--;
-        continue;
-      }
-      valid_ = false;
-      pending_ = 0;
-    }
-    if (byte < 0x80) continue;
-    if ((byte & 0xE0) == 0xC0) {
-      pending_ = 1;
-    } else if ((byte & 0xF0) == 0xE0) {
-      pending_ = 2;
-    } else if ((byte & 0xF8) == 0xF0) {
-      pending_ = 3;
-    } else {
-      valid_ = false;  // a continuation byte with nothing to continue, or no UTF-8 lead byte at all
-    }
-  }
-}
-
 TokenTree::TokenTree(const llama_vocab* vocab) {
   const int32_t n = llama_vocab_n_tokens(vocab);
   pieces_.resize(static_cast<size_t>(n));

@@ -5,7 +5,8 @@
 //
 // ConstrainWithTree gives exactly what llama_sampler_apply(grammar, candidates) gives for a grammar that sees whole
 // characters (no UTF-8 sequence left open by the tokens it accepted so far): the rejected tokens get -inf, the others
-// keep their logits. It checks the roots with one grammar call, then level by level the tokens whose parent passed.
+// keep their logits. It checks the first levels of the tree one grammar call each (a token whose parent was rejected
+// is rejected unchecked), then every deeper token whose ancestor at the last of those levels passed, in one call.
 #pragma once
 
 #include <cstdint>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "llama.h"
+#include "utf8.h"
 
 namespace llama_oci {
 
@@ -47,17 +49,5 @@ struct TreeScratch {
 // vocabulary in token order (candidates[i].id == i).
 void ConstrainWithTree(const TokenTree& tree, llama_sampler* grammar, llama_token_data_array& candidates,
                        TreeScratch& scratch);
-
-// Follows the UTF-8 state of a stream of token texts: whether it ends between characters.
-class Utf8State {
- public:
-  void Push(const std::string& bytes);
-  // True while the text so far is valid UTF-8 that ends on a character boundary.
-  bool Whole() const { return valid_ && pending_ == 0; }
-
- private:
-  int pending_ = 0;
-  bool valid_ = true;
-};
 
 }  // namespace llama_oci

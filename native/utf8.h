@@ -1,5 +1,6 @@
 // Splits a byte stream of token pieces into whole UTF-8 sequences: a character whose bytes arrive in two tokens is
-// held back until it is complete, so every piece handed to JS decodes without replacement characters.
+// held back until it is complete, so every piece handed to JS decodes without replacement characters; and whether a
+// stream of bytes ends between characters (what the grammar's token tree needs to know).
 #pragma once
 
 #include <string>
@@ -27,6 +28,30 @@ inline size_t Utf8IncompleteTail(const std::string& text) {
   }
   return 0;  // only continuation bytes (invalid input): nothing to wait for
 }
+
+// Follows a stream of bytes (the texts of the tokens a grammar accepted): whether it ends between characters.
+class Utf8State {
+ public:
+  void Push(const std::string& bytes) {
+    for (const char c : bytes) {
+      const auto byte = static_cast<unsigned char>(c);
+      if (pending_ > 0 && (byte & 0xC0) == 0x80) {
+        pending_--;
+        continue;
+      }
+      if (pending_ > 0) valid_ = false;  // a sequence cut short
+      const size_t length = Utf8SequenceLength(byte);
+      if (length == 0) valid_ = false;  // a continuation byte with nothing to continue, or no UTF-8 lead byte
+      pending_ = length > 1 ? length - 1 : 0;
+    }
+  }
+  // True while the bytes so far are valid UTF-8 that ends on a character boundary.
+  bool Whole() const { return valid_ && pending_ == 0; }
+
+ private:
+  size_t pending_ = 0;
+  bool valid_ = true;
+};
 
 class Utf8Buffer {
  public:
