@@ -6,6 +6,7 @@
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { getBinding } from "../src/llama/binding.js";
+import { toNativeSampling } from "../src/llama/options.js";
 import type { NativeContext, NativeModel, NativeSamplingOptions } from "../src/llama/native-types.js";
 import { llama, type LlamaModel } from "../src/index.js";
 import { ROOT_DIR } from "./helpers/cli.js";
@@ -63,18 +64,9 @@ describe.each(VOCABS)("token tree on the %s vocabulary", (name, vocab) => {
     await model?.dispose();
   });
 
+  // The library's own mapping of generation options, then the native knobs under test.
   const sampling = (extra: Partial<NativeSamplingOptions>): NativeSamplingOptions => ({
-    temperature: 0.8,
-    topK: 40,
-    topP: 0.95,
-    minP: 0.05,
-    repeatPenalty: 1,
-    repeatLastN: 64,
-    frequencyPenalty: 0,
-    presencePenalty: 0,
-    seed: 1,
-    grammar,
-    grammarRoot: "root",
+    ...toNativeSampling({ temperature: 0.8, topK: 40, topP: 0.95, minP: 0.05, repeatPenalty: 1, seed: 1 }, grammar),
     ...extra,
   });
 

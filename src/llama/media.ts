@@ -126,11 +126,6 @@ export function isMediaPart(part: unknown): part is ChatMediaPart {
   return type === "image" || type === "audio";
 }
 
-/** The words for a part's media in errors: "image", "audio". */
-function noun(part: ChatMediaPart): string {
-  return part.type === "audio" ? "audio" : "image";
-}
-
 /** What to give, for a part of this kind. */
 function formats(kind: MediaKind): string {
   return kind === "audio" ? "give the bytes of a WAV, MP3 or FLAC file" : "give the bytes of a PNG, JPEG, BMP or GIF image";
@@ -139,7 +134,7 @@ function formats(kind: MediaKind): string {
 /** Throws INVALID_ARGUMENT unless `part` is a media part with exactly one of data and path. */
 export function checkMediaPart(part: ChatMediaPart, where: string): void {
   const { data, path } = part;
-  const what = noun(part);
+  const what = part.type;
   if ((data === undefined) === (path === undefined)) throw invalid(`${where}: an ${what} part needs data (bytes or base64) or a path, one of them`);
   if (path !== undefined && (typeof path !== "string" || path === "")) throw invalid(`${where}: the ${what}'s path must be a non-empty string`);
   if (data !== undefined && typeof data !== "string" && !(data instanceof Uint8Array) && !(data instanceof ArrayBuffer)) {
@@ -159,7 +154,7 @@ export function mediaOf(messages: readonly { content?: unknown }[]): ChatMediaPa
 /** The label of each media part in errors, in order: "image 1", "audio 1", "image 2" (numbered by kind). */
 export function mediaLabels(media: readonly ChatMediaPart[]): string[] {
   const counts = { image: 0, audio: 0 };
-  return media.map((part) => `${noun(part)} ${++counts[part.type === "audio" ? "audio" : "image"]}`);
+  return media.map((part) => `${part.type} ${++counts[part.type]}`);
 }
 
 const DATA_URL = /^data:([^,;]*)(;[^,]*)?,/;
@@ -167,7 +162,7 @@ const DATA_URL = /^data:([^,;]*)(;[^,]*)?,/;
 /** The bytes and kind of a media part (its data decoded, or its file read). INVALID_ARGUMENT when there are none. */
 export async function mediaInput(part: ChatMediaPart, where: string): Promise<MediaInput> {
   checkMediaPart(part, where);
-  const what = noun(part);
+  const what = part.type;
   let bytes: Uint8Array;
   if (part.path !== undefined) {
     try {
