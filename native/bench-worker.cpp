@@ -31,9 +31,9 @@ class BenchTask : public Task {
     if (nPrompt_ < 0 || nGen_ < 0) throw std::runtime_error("bench: nPrompt and nGen must not be negative");
     CheckCanDecode(context, "benchmark");
     const int32_t needed = std::max(nPrompt_, nGen_);
-    if (static_cast<uint32_t>(needed) > context.contextSize) {
+    if (static_cast<uint32_t>(needed) > context.sequenceSize) {
       throw std::runtime_error("bench needs a context of at least " + std::to_string(needed) +
-                               " tokens, this one has " + std::to_string(context.contextSize));
+                               " tokens, this one has " + std::to_string(context.sequenceSize));
     }
     const llama_vocab* vocab = context.vocab();
     const int32_t vocabSize = llama_vocab_n_tokens(vocab);

@@ -27,6 +27,7 @@ bool AbortCallback(void* data) noexcept {
 ContextHandle::ContextHandle(ModelPtr model, llama_context* ctx, bool embeddings, uint32_t parallel)
     : model(std::move(model)), ctx(ctx), embeddings(embeddings), parallel(parallel) {
   contextSize = llama_n_ctx(ctx);
+  sequenceSize = std::min(contextSize, llama_n_ctx_seq(ctx));
   batchSize = llama_n_batch(ctx);
   ubatchSize = llama_n_ubatch(ctx);
   hasMemory = llama_get_memory(ctx) != nullptr;
@@ -131,6 +132,7 @@ Napi::Function ContextWrap::Define(Napi::Env env) {
                          InstanceMethod<&ContextWrap::CachedTokenCount>("cachedTokenCount"),
                          InstanceMethod<&ContextWrap::Clear>("clear"),
                          InstanceAccessor<&ContextWrap::ContextSize>("contextSize"),
+                         InstanceAccessor<&ContextWrap::SequenceSize>("sequenceSize"),
                          InstanceAccessor<&ContextWrap::BatchSize>("batchSize"),
                          InstanceAccessor<&ContextWrap::UbatchSize>("ubatchSize"),
                          InstanceAccessor<&ContextWrap::HasMemory>("hasMemory"),
@@ -151,6 +153,7 @@ ContextWrap::ContextWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Cont
   }
   handle_ = *info[0].As<Napi::External<ContextPtr>>().Data();
   contextSize_ = handle_->contextSize;
+  sequenceSize_ = handle_->sequenceSize;
   batchSize_ = handle_->batchSize;
   ubatchSize_ = handle_->ubatchSize;
   hasMemory_ = handle_->hasMemory;
@@ -273,6 +276,9 @@ void ContextWrap::Clear(const Napi::CallbackInfo& info) {
 Napi::Value ContextWrap::ContextSize(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), contextSize_);
 }
+Napi::Value ContextWrap::SequenceSize(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), sequenceSize_);
+}
 Napi::Value ContextWrap::BatchSize(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), batchSize_); }
 Napi::Value ContextWrap::UbatchSize(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), ubatchSize_);
@@ -366,13 +372,15 @@ Napi::Promise CreateContext(Napi::Env env, const ModelPtr& model, const Napi::Ob
   const uint32_t ubatch = NonNegative(env, options, "ubatchSize");
   if (batch > 0) params.n_batch = batch;
   params.n_ubatch = std::min(ubatch > 0 ? ubatch : params.n_ubatch, params.n_batch);
-  // parallel > 1: that many sequences in one unified KV cache of n_ctx cells, which they share.
+  // parallel > 1: that many sequences, either in one unified KV cache of n_ctx cells, which they share (kvUnified),
+  // or each in its own n_ctx / parallel cells, as llama-server's default: attention then reads only the sequence's
+  // own cells, which makes a step with many sequences faster.
   const int32_t parallel = IntField(options, "parallel", 1);
   if (parallel < 1 || parallel > kMaxSequences) {
     throw Napi::RangeError::New(env, "parallel must be an integer from 1 to " + std::to_string(kMaxSequences));
   }
   params.n_seq_max = static_cast<uint32_t>(parallel);
-  params.kv_unified = parallel > 1;
+  params.kv_unified = parallel > 1 && BoolField(options, "kvUnified", true);
   // ggml's CPU backend has room for GGML_MAX_N_THREADS; more would write past its per-thread arrays.
   const int32_t threads = static_cast<int32_t>(NonNegative(env, options, "threads"));
   const int32_t threadsBatch = static_cast<int32_t>(NonNegative(env, options, "threadsBatch"));

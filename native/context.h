@@ -36,11 +36,14 @@ struct ContextHandle {
   ggml_threadpool* threadpoolBatch = nullptr;
   bool embeddings = false;
   uint32_t contextSize = 0;
+  // The cells one sequence can hold: contextSize, or its share of them when each sequence of a parallel context has
+  // its own (kvUnified false: llama.cpp's n_ctx_seq, contextSize / parallel rounded up to 256).
+  uint32_t sequenceSize = 0;
   uint32_t batchSize = 0;
   uint32_t ubatchSize = 0;
   // False for models llama.cpp runs without a KV cache (BERT-like encoders): llama_decode then encodes instead.
   bool hasMemory = true;
-  // Sequences (llama_context_params.n_seq_max, unified KV cache when > 1).
+  // Sequences (llama_context_params.n_seq_max).
   uint32_t parallel = 1;
   // The batched generation loop of a context with parallel > 1 (null otherwise).
   std::unique_ptr<SequenceEngine> engine;
@@ -127,6 +130,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   Napi::Value CachedTokenCount(const Napi::CallbackInfo& info);
   void Clear(const Napi::CallbackInfo& info);
   Napi::Value ContextSize(const Napi::CallbackInfo& info);
+  Napi::Value SequenceSize(const Napi::CallbackInfo& info);
   Napi::Value BatchSize(const Napi::CallbackInfo& info);
   Napi::Value UbatchSize(const Napi::CallbackInfo& info);
   Napi::Value HasMemory(const Napi::CallbackInfo& info);
@@ -138,6 +142,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   ContextPtr handle_;
   std::shared_ptr<LiveObjects> live_;
   uint32_t contextSize_ = 0;
+  uint32_t sequenceSize_ = 0;
   uint32_t batchSize_ = 0;
   uint32_t ubatchSize_ = 0;
   bool hasMemory_ = true;

@@ -231,9 +231,10 @@ Napi::Promise SequenceEngine::Submit(Napi::Env env, const ContextPtr& self, cons
   CheckPromptTokens(context.vocab(), parsed.prompt, parsed.media.get());
   if (parsed.media && parsed.media->model() != context.model)
     throw std::runtime_error("this prompt's media were tokenized for another model");
-  if (parsed.prompt.size() > context.contextSize) {
+  if (parsed.prompt.size() > context.sequenceSize) {
     throw std::runtime_error("prompt of " + std::to_string(parsed.prompt.size()) +
-                             " tokens does not fit the context of " + std::to_string(context.contextSize) + " tokens");
+                             " tokens does not fit the context of " + std::to_string(context.sequenceSize) + " tokens" +
+                             (context.sequenceSize < context.contextSize ? " (one sequence's share)" : ""));
   }
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -425,7 +426,7 @@ void SequenceEngine::ApplyClear() {
 void SequenceEngine::Admit(std::unique_ptr<EngineJob> owned) {
   EngineJob& job = *owned;
   try {
-    job.sampler = std::make_unique<Sampler>(context_.vocab(), job.sampling, context_.contextSize,
+    job.sampler = std::make_unique<Sampler>(context_.vocab(), job.sampling, context_.sequenceSize,
                                             TokenTreeFor(*context_.model, job.sampling));
   } catch (...) {
     Fail(job, Task::CurrentExceptionMessage());
@@ -636,7 +637,7 @@ void SequenceEngine::EvaluateMedia(EngineJob& job) {
     const size_t length = job.media->MediaLength(job.next);
     while (CachedTotal() + length > context_.contextSize && EvictIdle()) {
     }
-    if (CachedTotal() + length > context_.contextSize) {
+    if (CachedTotal() + length > context_.contextSize || job.slot->cached.size() + length > context_.sequenceSize) {
       Finish(job, "contextFull");
       return;
     }
@@ -684,8 +685,8 @@ void SequenceEngine::Sample(EngineJob& job, int32_t index) {
     return;
   }
   // As llama-server: shift when the token to decode would take the sequence's last cell.
-  if (job.contextShift && job.slot->cached.size() + 1 >= context_.contextSize) Shift(job);
-  if (job.slot->cached.size() >= context_.contextSize) {
+  if (job.contextShift && job.slot->cached.size() + 1 >= context_.sequenceSize) Shift(job);
+  if (job.slot->cached.size() >= context_.sequenceSize) {
     Finish(job, "contextFull");
     return;
   }

@@ -5,8 +5,9 @@
 // with its own sampler chain and streams its text through the request's own thread-safe function. A new request
 // joins at the next step; more requests than sequences wait in FIFO order. Every sequence remembers the tokens its
 // cells hold, so a request goes to the idle sequence whose cache shares the longest prefix with its prompt and only
-// the rest is evaluated. The sequences share the context's n_ctx cells (one unified KV cache): the caches of idle
-// sequences are dropped, least recently used first, when a running one needs the room.
+// the rest is evaluated. With one unified KV cache the sequences share the context's n_ctx cells: the caches of idle
+// sequences are dropped, least recently used first, when a running one needs the room. Without it (kvUnified false)
+// each sequence has its own sequenceSize cells and ends, or shifts, where they are full.
 #pragma once
 
 #include <napi.h>

@@ -84,9 +84,9 @@ class RestoreSequenceTask : public Task {
     CheckGenerationContext(context, "restore a sequence");
     CheckTokens(context.vocab(), tokens_);
     if (tokens_.empty() || state_.empty()) throw std::runtime_error("there is no saved state to restore");
-    if (tokens_.size() > context.contextSize) {
+    if (tokens_.size() > context.sequenceSize) {
       throw std::runtime_error("the saved state holds " + std::to_string(tokens_.size()) +
-                               " tokens but the context holds " + std::to_string(context.contextSize));
+                               " tokens but a sequence of the context holds " + std::to_string(context.sequenceSize));
     }
     llama_seq_id id = 0;
     if (context.engine) {

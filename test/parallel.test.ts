@@ -365,6 +365,72 @@ describe("prompt reuse per sequence", () => {
   });
 });
 
+describe("a KV cache per sequence (kvUnified: false)", () => {
+  test("each sequence gets its share of the cells, and batched requests still give what they give alone", async () => {
+    const options = { ...GREEDY, maxTokens: CHECKED };
+    const expected: CompletionResult[] = [];
+    for (const prompt of PROMPTS) expected.push(await alone(prompt, options));
+    const context = await model.createContext({ parallel: 4, contextSize: 1024, kvUnified: false });
+    try {
+      expect(context.options.kvUnified).toBe(false);
+      expect(context.contextSize).toBe(1024);
+      expect(context.sequenceSize).toBe(256);
+      const prompts = await Promise.all(PROMPTS.map((p) => model.tokenize(p, { addSpecial: true, parseSpecial: true })));
+      const results = await Promise.all(prompts.map((prompt) => context.completeWithMeta(prompt, options)));
+      for (let i = 0; i < PROMPTS.length; i++) expect(tokens(results[i]!), PROMPTS[i]).toEqual(tokens(expected[i]!));
+      expect(context.decodeStats.maxSequencesPerDecode).toBe(4);
+      // A follow-up still goes to the sequence holding its prefix.
+      const again = await context.completeWithMeta(PROMPTS[2]!, options);
+      expect(tokens(again)).toEqual(tokens(expected[2]!));
+      expect(again.timings.cachedTokens).toBe(again.timings.promptTokens - 1);
+    } finally {
+      await context.dispose();
+    }
+    // The default stays one unified cache: the whole context for one sequence.
+    const unified = await model.createContext({ parallel: 4, contextSize: 1024 });
+    try {
+      expect(unified.options.kvUnified).toBe(true);
+      expect(unified.sequenceSize).toBe(1024);
+    } finally {
+      await unified.dispose();
+    }
+  });
+
+  test("a request fills only its own sequence: it ends (or shifts) at its share while the others go on", async () => {
+    const context = await model.createContext({ parallel: 2, contextSize: 512, kvUnified: false });
+    try {
+      expect(context.sequenceSize).toBe(256);
+      const noEos = { logitBias: { [model.info.eosToken]: false as const } };
+      // Both want more than a share at once: each ends where its own 256 cells are full, the other untouched
+      // (with one unified cache of 512, one of them would have ended early and the other gone past 256).
+      const both = await Promise.all([
+        context.completeWithMeta(PROMPTS[0]!, { ...GREEDY, ...noEos, maxTokens: Infinity }),
+        context.completeWithMeta(PROMPTS[1]!, { ...GREEDY, ...noEos, maxTokens: Infinity }),
+      ]);
+      for (const result of both) {
+        expect(result.stopReason).toBe("contextFull");
+        expect(result.timings.promptTokens + result.tokens.length).toBe(257);
+      }
+      // With contextShift a request goes on past its share by dropping its own old tokens.
+      const shifted = await context.completeWithMeta(PROMPTS[0]!, { ...GREEDY, ...noEos, maxTokens: 300, contextShift: true });
+      expect(shifted.stopReason).toBe("maxTokens");
+      expect(shifted.tokens.length).toBe(300);
+      expect(shifted.timings.discardedTokens).toBeGreaterThan(0);
+      expect(tokens(shifted).slice(0, 200)).toEqual(tokens(both[0]).slice(0, 200));
+
+      // A prompt that fits the context but not a share is refused before it runs, naming the share.
+      const longPrompt = await model.tokenize("word ".repeat(300), { addSpecial: true, parseSpecial: true });
+      expect(longPrompt.length).toBeGreaterThan(256);
+      expect(longPrompt.length).toBeLessThan(512);
+      const error = await expectCode(context.completeWithMeta(longPrompt, { ...GREEDY, maxTokens: 4 }), "INVALID_ARGUMENT");
+      expect(error.message).toContain(`the prompt is ${longPrompt.length} tokens but each sequence of the context holds 256`);
+      expect((await context.completeWithMeta(PROMPTS[3]!, { ...GREEDY, maxTokens: 3 })).tokens.length).toBe(3);
+    } finally {
+      await context.dispose();
+    }
+  });
+});
+
 describe("the model's default context and chats", () => {
   test("concurrent completions on a model loaded with parallel are batched on its default context", async () => {
     const options = { ...GREEDY, maxTokens: 16 };

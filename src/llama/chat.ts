@@ -166,7 +166,7 @@ export class ChatSession<Model extends ModelHandle<LlamaContext> = ModelHandle<L
         media = await this.model.tokenizeWithMedia(windowFormat.prompt, messages);
         window = { tokens: media.tokens, start: 0, keep: 0 };
       } else {
-        window = await chatWindow(messages, this.#windowStart, { format: formatList, contextSize: context.contextSize, contextShift, maxTokens });
+        window = await chatWindow(messages, this.#windowStart, { format: formatList, contextSize: context.sequenceSize, contextShift, maxTokens });
       }
       const format = windowFormat!;
       const tokens = window.tokens;

@@ -3,7 +3,8 @@
  * they were made; the generation loop itself runs in native code on a worker thread, so the event loop stays free.
  * A new prompt that starts with tokens already in the KV cache reuses them instead of evaluating them again.
  *
- * A context created with `parallel: N` holds N sequences in one unified KV cache: up to N requests generate at once,
+ * A context created with `parallel: N` holds N sequences (one unified KV cache, or one each with kvUnified: false): up
+ * to N requests generate at once,
  * batched by one native decode loop (one llama_decode per step for all of them), and later ones wait in call order
  * for a free sequence. Each request goes to the idle sequence whose cache shares the longest prefix with its prompt.
  */
@@ -77,6 +78,15 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
     return this.#native.disposed ? this.options.contextSize : this.#native.contextSize;
   }
 
+  /**
+   * The most tokens one request can hold (prompt and answer): contextSize, or each sequence's share of it on a
+   * context created with parallel > 1 and kvUnified false.
+   */
+  get sequenceSize(): number {
+    if (this.#native.disposed) return this.options.kvUnified || this.options.parallel === 1 ? this.options.contextSize : Math.floor(this.options.contextSize / this.options.parallel);
+    return this.#native.sequenceSize;
+  }
+
   get batchSize(): number {
     return this.#native.disposed ? this.options.batchSize : this.#native.batchSize;
   }
@@ -135,7 +145,7 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
     const bias = checkLogitBias(options.logitBias, this.model.info.vocabSize);
     // Checks every option before anything is queued; the logit bias of text entries is filled in once tokenized.
     let sampling = toNativeSampling(options, grammar);
-    const maxTokens = resolveMaxTokens(options, this.contextSize);
+    const maxTokens = resolveMaxTokens(options, this.sequenceSize);
     const stop = checkStop(options.stop);
     checkShift(options);
     const { signal } = options;
@@ -331,8 +341,9 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
 
   #checkPromptFits(tokens: Int32Array): void {
     if (tokens.length === 0) throw invalid("the prompt is empty");
-    if (tokens.length >= this.contextSize) {
-      throw invalid(`the prompt is ${tokens.length} tokens but the context holds ${this.contextSize}`, "use a larger contextSize or a shorter prompt");
+    if (tokens.length >= this.sequenceSize) {
+      const holds = this.sequenceSize < this.contextSize ? `each sequence of the context holds ${this.sequenceSize}` : `the context holds ${this.contextSize}`;
+      throw invalid(`the prompt is ${tokens.length} tokens but ${holds}`, "use a larger contextSize or a shorter prompt");
     }
   }
 

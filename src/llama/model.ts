@@ -482,7 +482,7 @@ export class LlamaModel implements ModelHandle<LlamaContext<LlamaModel>> {
   }
 }
 
-const CONTEXT_OPTION_KEYS = ["contextSize", "batchSize", "ubatchSize", "threads", "threadsBatch", "flashAttention", "parallel"] as const;
+const CONTEXT_OPTION_KEYS = ["contextSize", "batchSize", "ubatchSize", "threads", "threadsBatch", "flashAttention", "parallel", "kvUnified"] as const;
 
 /** Whether chat options ask for a context of their own making (any context option given). */
 function hasContextOptions(options: ChatSessionOptions): boolean {

@@ -101,11 +101,12 @@ export interface NativeContextOptions {
   threadsBatch: number;
   flashAttention: "auto" | "on" | "off";
   /**
-   * Sequences (llama.cpp's n_seq_max, 1..256). Above 1 the KV cache is unified (the sequences share contextSize
-   * cells) and generate() runs on the context's batched decode loop: one native thread, one llama_decode per step for
-   * every running request. Embedding contexts take 1. Default 1.
+   * Sequences (llama.cpp's n_seq_max, 1..256). Above 1 generate() runs on the context's batched decode loop: one
+   * native thread, one llama_decode per step for every running request. Embedding contexts take 1. Default 1.
    */
   parallel?: number;
+  /** With parallel > 1: one unified KV cache the sequences share (default true), or contextSize / parallel cells each. */
+  kvUnified?: boolean;
   /** Context used for embeddings (pooled output). */
   embeddings: boolean;
   /** Pooling for embeddings: "unspecified" lets the model decide. */
@@ -267,6 +268,8 @@ export interface NativeContext {
   /** Forget the KV cache. */
   clear(): void;
   readonly contextSize: number;
+  /** The cells one sequence can hold: contextSize, or its share with parallel > 1 and kvUnified false. */
+  readonly sequenceSize: number;
   readonly batchSize: number;
   /** The micro-batch: the most tokens one embedding (or any non-causal pass) can take. */
   readonly ubatchSize: number;
