@@ -92,6 +92,30 @@ describe("serve() and createRequestHandler()", () => {
     await expect(fetch(`${server.url}/health`)).rejects.toThrow();
   });
 
+  test("each sequence holds contextSize cells of its own, unless kvUnified makes them share parallel x contextSize", async () => {
+    const prompt = "Once upon a time ".repeat(12);
+    const promptTokens = (await model.tokenize(prompt, { addSpecial: true, parseSpecial: true })).length;
+    expect(promptTokens).toBeGreaterThan(30);
+    for (const kvUnified of [false, true]) {
+      const server = await serve({ port: 0, models: [path], threads: 1, parallel: 2, contextSize: 256, ...(kvUnified ? { kvUnified } : {}) });
+      try {
+        await server.ready;
+        const response = await fetch(`${server.url}/v1/completions`, {
+          method: "POST",
+          body: JSON.stringify({ prompt, temperature: 0, max_tokens: -1, ignore_eos: true }),
+        });
+        const body = (await response.json()) as { choices: { finish_reason: string }[]; usage: { prompt_tokens: number; completion_tokens: number } };
+        expect(body.usage.prompt_tokens).toBe(promptTokens);
+        // Its own 256 cells full (the last token sampled is never decoded); in the shared 512 the answer runs to
+        // the server's cap of contextSize tokens instead.
+        expect(body.usage.prompt_tokens + body.usage.completion_tokens, `kvUnified ${kvUnified}`).toBe(kvUnified ? promptTokens + 256 : 257);
+        expect(body.choices[0]!.finish_reason).toBe("length");
+      } finally {
+        await server.close();
+      }
+    }
+  });
+
   test("createRequestHandler() serves the same API from an app's own http.Server", async () => {
     const api = await createRequestHandler({ models: [path], threads: 1 });
     const http = createServer(api.handler);

@@ -23,6 +23,7 @@ const SERVE_OPTIONS = {
   rpc: { type: "string" },
   threads: { type: "string", short: "t" },
   "flash-attn": { type: "string" },
+  "kv-unified": { type: "boolean" },
   "max-models": { type: "string" },
   "keep-alive": { type: "string" },
   "max-queue": { type: "string" },
@@ -36,7 +37,7 @@ const SERVE_OPTIONS = {
 } as const satisfies NonNullable<ParseArgsConfig["options"]>;
 
 /** llama-server's spellings that the shared aliases do not cover. */
-const SERVE_ALIASES: Record<string, string> = { "-np": "--parallel", "--n-parallel": "--parallel" };
+const SERVE_ALIASES: Record<string, string> = { "-np": "--parallel", "--n-parallel": "--parallel", "-kvu": "--kv-unified" };
 
 export const SERVE_USAGE = `Usage: llama-oci serve [--host 127.0.0.1] [--port 8080] [--model <reference>]... [options]
 
@@ -68,6 +69,8 @@ Model (each loaded model):
   --rpc <host:port,...>       split each model over llama.cpp RPC servers (ggml-rpc-server; trusted networks only)
   -t, --threads <N>           CPU threads (default: physical cores)
   -fa, --flash-attn <on|off|auto>  flash attention (default auto)
+  -kvu, --kv-unified          one KV cache of parallel x ctx-size cells that the sequences share (a long
+                              conversation may use what idle ones leave), instead of ctx-size cells each
 
 Pulling:
 ${REGISTRY_USAGE}
@@ -126,6 +129,7 @@ export async function serveCommand(argv: string[], cli: CliContext): Promise<num
     ...rpcOption(values.rpc),
     threads: parseInteger("-t/--threads", values.threads, 1),
     flashAttention: parseFlashAttention(values["flash-attn"]),
+    kvUnified: values["kv-unified"] === true || undefined,
     ...pullOptions(values),
     verbose: verbose || undefined,
     env: cli.env,

@@ -276,6 +276,8 @@ export class ModelManager {
           batchSize: o.batchSize,
           threads: o.threads,
           flashAttention: o.flashAttention,
+          // Each sequence its own contextSize cells unless --kv-unified (llama-server's default and flag).
+          kvUnified: o.kvUnified ?? false,
         };
         const projector = resolved.pull?.mmprojPath;
         const loadOptions: ModelOptions = {

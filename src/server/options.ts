@@ -45,6 +45,11 @@ export interface ServeOptions {
   /** llama.cpp RPC servers ("host:port") each model is split over, as loadModel's rpcServers. */
   rpcServers?: string[];
   flashAttention?: FlashAttention;
+  /**
+   * One KV cache that a model's sequences share (a long conversation may take what idle sequences leave) instead of
+   * `contextSize` cells for each (default false, as llama-server: a step with many sequences is faster).
+   */
+  kvUnified?: boolean;
   useMmap?: boolean;
 
   /** As for pull(): where models are cached and how registries are reached. */
