@@ -4,14 +4,18 @@
 // context per sequence. For each K of --clients, each tool gets a fresh server and K concurrent streaming chat
 // clients that send requests (a shared ~100-token system prompt and a short unique user message, about 128 prompt
 // tokens in all; 64 generated tokens with ignore_eos) back to back for --duration seconds; tools alternate, the order
-// flipping every round. Reported: aggregate generated tokens per second, time to first token p50/p95 and the
-// server's peak RSS (VmHWM), and llama-oci / llama-server per K.
+// flipping every round. Reported: aggregate generated tokens per second (the pieces streamed within the --duration
+// window, over the window: a request still running when it ends counts what arrived before, so whether one more
+// wave of K requests fits in the window does not round the result), time to first token p50/p95 and the
+// server's peak RSS (VmHWM), and llama-oci / llama-server per K. Before each phase, K concurrent requests warm the
+// fresh server up (every sequence's cells touched once), so neither tool's phase pays for its first allocations.
 //
 //   node bench/serve/run.mjs [--duration 4] [--clients 1,4,8] [--rounds 1] [-t <threads>] [--parallel <N>]
-//                            [--ctx 512] [--gen 64] [--llama-server <path>] [--skip-llama-server]
+//                            [--ctx 512] [--gen 64] [--kv-unified] [--llama-server <path>] [--skip-llama-server]
 //
 // --parallel defaults to K (one sequence per client). llama-server's -c is the total over its slots, so it gets
-// --ctx times the sequences; llama-oci's -c is per sequence.
+// --ctx times the sequences; llama-oci's -c is per sequence. Both give each sequence its own --ctx cells (their
+// default); --kv-unified runs both with one KV cache the sequences share instead (llama-server's -kvu).
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
@@ -29,6 +33,7 @@ const { values } = parseArgs({
     parallel: { type: "string" },
     ctx: { type: "string", default: "512" },
     gen: { type: "string", default: "64" },
+    "kv-unified": { type: "boolean", default: false },
     "llama-server": { type: "string" },
     "skip-llama-server": { type: "boolean", default: false },
   },
@@ -84,23 +89,34 @@ for (const k of clientCounts) {
   for (let round = 0; round < rounds; round++) {
     const order = (k + round) % 2 === 0 ? tools : [...tools].reverse();
     for (const tool of order) {
-      const server = await tool.start(parallel);
-      try {
-        await chat(server.url, 0, 1);
-        const phase = await runPhase(server.url, k).catch((error) => {
-          fail(`${tool.name} failed at K=${k}: ${error.message}${error.cause ? ` (${error.cause.message})` : ""}\n${server.log().slice(-3000)}`);
-        });
-        const rss = peakRss(server.pid);
-        results.push({ k, parallel, tool: tool.name, ...phase, rss });
-        log(`bench: K=${k} ${tool.name}: ${phase.tokensPerSecond.toFixed(1)} t/s, ${phase.requests} requests, TTFT p50 ${ms(phase.ttftP50)} p95 ${ms(phase.ttftP95)}, peak RSS ${mb(rss)}, prompt ${phase.promptTokens} tokens${phase.server ? `; server-side: ${phase.server.promptEvaluated.toFixed(1)} prompt tokens evaluated in ${phase.server.promptMs.toFixed(1)} ms, ${phase.server.msPerToken.toFixed(2)} ms per generated token` : ""}`);
-      } finally {
-        await server.stop();
+      // A phase in which the server dropped a connection (llama-server does now and then at K >= 4) is run once
+      // more on a fresh server, and said so; a second failure ends the benchmark.
+      for (let attempt = 1; ; attempt++) {
+        const server = await tool.start(parallel);
+        try {
+          await Promise.all(Array.from({ length: k }, (_, client) => chat(server.url, client, 0)));
+          const phase = await runPhase(server.url, k).catch((error) => {
+            const message = `${tool.name} failed at K=${k}: ${error.message}${error.cause ? ` (${error.cause.message})` : ""}`;
+            if (attempt === 1) {
+              log(`bench: ${message}; running that phase again on a fresh server`);
+              return undefined;
+            }
+            fail(`${message}\n${server.log().slice(-3000)}`);
+          });
+          if (phase === undefined) continue;
+          const rss = peakRss(server.pid);
+          results.push({ k, parallel, tool: tool.name, ...phase, rss });
+          log(`bench: K=${k} ${tool.name}: ${phase.tokensPerSecond.toFixed(1)} t/s, ${phase.requests} requests, TTFT p50 ${ms(phase.ttftP50)} p95 ${ms(phase.ttftP95)}, peak RSS ${mb(rss)}, prompt ${phase.promptTokens} tokens${phase.server ? `; server-side: ${phase.server.promptEvaluated.toFixed(1)} prompt tokens evaluated in ${phase.server.promptMs.toFixed(1)} ms, ${phase.server.msPerToken.toFixed(2)} ms per generated token` : ""}`);
+          break;
+        } finally {
+          await server.stop();
+        }
       }
     }
   }
 }
 
-console.log(`\nChat serving, SmolLM2-135M-shaped llama Q4_0 (random weights), CPU, ${threads} threads, ${values.duration} s per K and tool, ${rounds} round(s), ${genTokens} generated tokens per request\n`);
+console.log(`\nChat serving, SmolLM2-135M-shaped llama Q4_0 (random weights), CPU, ${threads} threads, ${values.duration} s per K and tool, ${rounds} round(s), ${genTokens} generated tokens per request, ${values["kv-unified"] ? "one unified KV cache" : "a KV cache per sequence"}\n`);
 console.log("| K clients | sequences | server | requests | generated t/s | TTFT p50 | TTFT p95 | peak RSS |");
 console.log("|---:|---:|---|---:|---:|---:|---:|---:|");
 for (const k of clientCounts) {
@@ -149,22 +165,21 @@ async function runPhase(url, k) {
   await Promise.all(
     Array.from({ length: k }, async (_, client) => {
       while (performance.now() < deadline) {
-        const result = await chat(url, client, ++counter);
+        const result = await chat(url, client, ++counter, deadline);
         ttfts.push(result.ttftMs);
-        tokens += result.tokens;
+        tokens += result.inWindow;
         promptTokens = result.promptTokens || promptTokens;
         if (result.timings) timings.push(result.timings);
         requests++;
       }
     }),
   );
-  const elapsed = (performance.now() - started) / 1000;
   ttfts.sort((a, b) => a - b);
   // What each server says of its own work (llama-server's `timings`, which llama-oci sends too): evaluated prompt
   // tokens and their time, and the time per generated token, apart from HTTP and queueing.
   const sum = (key) => timings.reduce((total, t) => total + (t[key] ?? 0), 0);
   const server = timings.length === 0 ? undefined : { promptEvaluated: sum("prompt_n") / timings.length, promptMs: sum("prompt_ms") / timings.length, msPerToken: sum("predicted_ms") / Math.max(1, sum("predicted_n")) };
-  return { tokensPerSecond: tokens / elapsed, requests, ttftP50: quantile(ttfts, 0.5), ttftP95: quantile(ttfts, 0.95), promptTokens, server };
+  return { tokensPerSecond: tokens / (durationMs / 1000), requests, ttftP50: quantile(ttfts, 0.5), ttftP95: quantile(ttfts, 0.95), promptTokens, server };
 }
 
 /**
@@ -173,7 +188,7 @@ async function runPhase(url, k) {
  * template's output parser and fails the request (500) when a random-weight model's text does not fit it, so both
  * servers get the same prompt string through the endpoint that returns the text as it is.
  */
-async function chat(url, client, id) {
+async function chat(url, client, id, deadline = Infinity) {
   const user = `Request ${id} from client ${client}: what is the tallest mountain on each continent?`;
   const body = {
     model: "",
@@ -190,6 +205,7 @@ async function chat(url, client, id) {
   if (!response.ok) throw new Error(`${url} answered ${response.status}: ${await response.text()}`);
   let ttftMs;
   let pieces = 0;
+  let inWindow = 0;
   let usage;
   let serverTimings;
   let buffer = "";
@@ -209,14 +225,16 @@ async function chat(url, client, id) {
       if (parsed.choices?.[0]?.text) {
         ttftMs ??= performance.now() - sent;
         pieces++;
+        if (performance.now() <= deadline) inWindow++;
       }
     }
   }
-  return { ttftMs: ttftMs ?? performance.now() - sent, tokens: usage?.completion_tokens ?? pieces, promptTokens: usage?.prompt_tokens ?? 0, timings: serverTimings };
+  return { ttftMs: ttftMs ?? performance.now() - sent, tokens: usage?.completion_tokens ?? pieces, inWindow, promptTokens: usage?.prompt_tokens ?? 0, timings: serverTimings };
 }
 
 async function startOurs(parallel) {
   const args = [cli, "serve", "--model", modelPath, "--port", "0", "-t", String(threads), "--parallel", String(parallel), "-c", String(ctx), "--max-queue", "1024", "-ngl", "0", "-q"];
+  if (values["kv-unified"]) args.push("--kv-unified");
   // -q silences the log, so the port comes from a port chosen here.
   const port = await freePort();
   args[args.indexOf("--port") + 1] = String(port);
@@ -226,6 +244,7 @@ async function startOurs(parallel) {
 async function startLlamaServer(parallel) {
   const port = await freePort();
   const args = ["-m", modelPath, "--host", "127.0.0.1", "--port", String(port), "-t", String(threads), "-np", String(parallel), "-c", String(ctx * parallel), "-ngl", "0", "--alias", "bench"];
+  if (values["kv-unified"]) args.push("-kvu");
   return launch("llama-server", llamaServer, args, `http://127.0.0.1:${port}`);
 }
 
