@@ -108,7 +108,7 @@ describe("serve() and createRequestHandler()", () => {
         expect(body.usage.prompt_tokens).toBe(promptTokens);
         // Its own 256 cells full (the last token sampled is never decoded); in the shared 512 the answer runs to
         // the server's cap of contextSize tokens instead.
-        expect(body.usage.prompt_tokens + body.usage.completion_tokens, `kvUnified ${kvUnified}`).toBe(kvUnified ? promptTokens + 256 : 257);
+        expect(body.usage.prompt_tokens + body.usage.completion_tokens, `kvUnified ${String(kvUnified)}`).toBe(kvUnified ? promptTokens + 256 : 257);
         expect(body.choices[0]!.finish_reason).toBe("length");
       } finally {
         await server.close();
