@@ -201,7 +201,14 @@ async function chat(url, client, id, deadline = Infinity) {
     stream_options: { include_usage: true },
   };
   const sent = performance.now();
-  const response = await fetch(`${url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  const send = () => fetch(`${url}/v1/completions`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  // A kept-alive connection that the server closed just as it was reused fails before any answer (llama-server's
+  // HTTP library does this now and then); such a request is sent once more, on a new connection.
+  const response = await send().catch((error) => {
+    if (!/other side closed|ECONNRESET/.test(`${error.message} ${error.cause?.message ?? ""} ${error.cause?.code ?? ""}`)) throw error;
+    log(`bench: ${url}: the connection closed before an answer; sending the request again`);
+    return send();
+  });
   if (!response.ok) throw new Error(`${url} answered ${response.status}: ${await response.text()}`);
   let ttftMs;
   let pieces = 0;
