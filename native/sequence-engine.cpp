@@ -531,23 +531,32 @@ void SequenceEngine::DecodeStep() {
       continue;
     }
 
-    batch.Clear();
     entries.clear();
-    for (EngineJob* job : generating) {
-      batch.Add(job->pending, static_cast<llama_pos>(job->slot->cached.size()), true, job->slot->id);
-      entries.push_back({job, 1, true, batch.size() - 1});
-    }
+    for (EngineJob* job : generating) entries.push_back({job, 1, true, -1});
     size_t room = promptRoom;
     for (EngineJob* job : prompting) {
       if (room == 0) break;
       const size_t n = std::min(job->TextLeft(), room);
       if (n == 0) continue;
-      const size_t end = job->next + n;
-      for (size_t i = job->next; i < end; i++) {
-        batch.Add(job->prompt[i], static_cast<llama_pos>(i), i + 1 == job->prompt.size(), job->slot->id);
-      }
-      entries.push_back({job, n, end == job->prompt.size(), batch.size() - 1});
+      entries.push_back({job, n, job->next + n == job->prompt.size(), -1});
       room -= n;
+    }
+    // In sequence order: with a KV cache per sequence llama.cpp cuts the batch into ubatches of consecutive sequence
+    // ids (split_equal), so a step whose sequences came in another order would run as several graph computations.
+    std::sort(entries.begin(), entries.end(),
+              [](const Entry& a, const Entry& b) { return a.job->slot->id < b.job->slot->id; });
+    batch.Clear();
+    for (Entry& entry : entries) {
+      EngineJob& job = *entry.job;
+      if (job.generating) {
+        batch.Add(job.pending, static_cast<llama_pos>(job.slot->cached.size()), true, job.slot->id);
+      } else {
+        const size_t end = job.next + entry.count;
+        for (size_t i = job.next; i < end; i++) {
+          batch.Add(job.prompt[i], static_cast<llama_pos>(i), i + 1 == job.prompt.size(), job.slot->id);
+        }
+      }
+      entry.index = batch.size() - 1;
     }
 
     decoding_.clear();
