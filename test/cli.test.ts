@@ -238,7 +238,8 @@ describe("SIGKILL mid-download", () => {
       expect(lines(second.stderr).some((l) => l.startsWith(`${hexOf(digest).slice(0, 12)}: Resuming `))).toBe(true);
 
       const left = await readdir(blobsDir(cache));
-      expect(left.filter((name) => /\.(tmp|lock|digest)$/.test(name)), left.join(", ")).toEqual([]);
+      const lockLeft = left.includes(`${hexOf(digest)}.lock`) ? await readFile(lockPath, "utf8") : "";
+      expect(left.filter((name) => /\.(tmp|lock|digest)$/.test(name)), `${left.join(", ")} lock=${lockLeft} first=${first.pid} stderr=${second.stderr}`).toEqual([]);
     } finally {
       await proxy.stop();
     }
