@@ -183,8 +183,8 @@ async function runPhase(url, k) {
 }
 
 /**
- * One streaming request: time to the first piece, generated tokens (usage, else pieces). It goes to /v1/completions
- * with the chat already in the model's ChatML form: llama-server's /v1/chat/completions parses every answer with the
+ * One streaming request: time to the first piece, the pieces streamed before `deadline`, prompt tokens (usage). It
+ * goes to /v1/completions with the chat already in the model's ChatML form: llama-server's /v1/chat/completions parses every answer with the
  * template's output parser and fails the request (500) when a random-weight model's text does not fit it, so both
  * servers get the same prompt string through the endpoint that returns the text as it is.
  */
@@ -211,7 +211,6 @@ async function chat(url, client, id, deadline = Infinity) {
   });
   if (!response.ok) throw new Error(`${url} answered ${response.status}: ${await response.text()}`);
   let ttftMs;
-  let pieces = 0;
   let inWindow = 0;
   let usage;
   let serverTimings;
@@ -231,12 +230,11 @@ async function chat(url, client, id, deadline = Infinity) {
       if (parsed.timings) serverTimings = parsed.timings;
       if (parsed.choices?.[0]?.text) {
         ttftMs ??= performance.now() - sent;
-        pieces++;
         if (performance.now() <= deadline) inWindow++;
       }
     }
   }
-  return { ttftMs: ttftMs ?? performance.now() - sent, tokens: usage?.completion_tokens ?? pieces, inWindow, promptTokens: usage?.prompt_tokens ?? 0, timings: serverTimings };
+  return { ttftMs: ttftMs ?? performance.now() - sent, inWindow, promptTokens: usage?.prompt_tokens ?? 0, timings: serverTimings };
 }
 
 async function startOurs(parallel) {

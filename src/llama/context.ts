@@ -3,10 +3,9 @@
  * they were made; the generation loop itself runs in native code on a worker thread, so the event loop stays free.
  * A new prompt that starts with tokens already in the KV cache reuses them instead of evaluating them again.
  *
- * A context created with `parallel: N` holds N sequences (one unified KV cache, or one each with kvUnified: false): up
- * to N requests generate at once,
- * batched by one native decode loop (one llama_decode per step for all of them), and later ones wait in call order
- * for a free sequence. Each request goes to the idle sequence whose cache shares the longest prefix with its prompt.
+ * A context created with `parallel: N` holds N sequences (one unified KV cache, or one each with kvUnified: false):
+ * up to N requests generate at once, batched by one native decode loop (one llama_decode per step for all of them),
+ * and later ones wait in call order for a free sequence. Each request goes to the idle sequence whose cache shares the longest prefix with its prompt.
  */
 import { isAbort, LlamaOciError } from "../errors.js";
 import { getBinding } from "./binding.js";
@@ -83,7 +82,7 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
    * context created with parallel > 1 and kvUnified false.
    */
   get sequenceSize(): number {
-    if (this.#native.disposed) return this.options.kvUnified || this.options.parallel === 1 ? this.options.contextSize : Math.floor(this.options.contextSize / this.options.parallel);
+    // The native side keeps the value it read from llama.cpp when the context was made, also after dispose.
     return this.#native.sequenceSize;
   }
 
