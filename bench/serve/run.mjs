@@ -184,9 +184,10 @@ async function runPhase(url, k) {
 
 /**
  * One streaming request: time to the first piece, the pieces streamed before `deadline`, prompt tokens (usage). It
- * goes to /v1/completions with the chat already in the model's ChatML form: llama-server's /v1/chat/completions parses every answer with the
- * template's output parser and fails the request (500) when a random-weight model's text does not fit it, so both
- * servers get the same prompt string through the endpoint that returns the text as it is.
+ * goes to /v1/completions with the chat already in the model's ChatML form: llama-server's /v1/chat/completions
+ * parses every answer with the template's output parser and fails the request (500) when a random-weight model's
+ * text does not fit it, so both servers get the same prompt string through the endpoint that returns the text as it
+ * is.
  */
 async function chat(url, client, id, deadline = Infinity) {
   const user = `Request ${id} from client ${client}: what is the tallest mountain on each continent?`;
