@@ -1,11 +1,13 @@
 // The `llama-oci pull` command as a user runs it: a separate process (bin/llama-oci.js over the built dist/),
 // against a real docker-registry, with HOME and LLAMA_CACHE in temp dirs. Checks what reaches stdout and stderr,
 // exit codes, resuming after a SIGKILL, --verbose traces without secrets, and the progress display on a terminal.
+import { spawn, type ChildProcess } from "node:child_process";
 import { readdir, readFile, stat, mkdir, writeFile } from "node:fs/promises";
 import { isAbsolute, join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { dockerV01, fakeGguf } from "./helpers/artifacts.js";
-import { cliEnv, CLI_PATH, describeRun, lines, runCli, spawnCli } from "./helpers/cli.js";
+import { cliEnv, CLI_PATH, describeRun, lines, ROOT_DIR, runCli, spawnCli } from "./helpers/cli.js";
 import { startFaultProxy } from "./helpers/fault-proxy.js";
 import { digestOf, pushArtifact, type PushTarget } from "./helpers/push.js";
 import { hasScript, runInPty } from "./helpers/pty.js";
@@ -242,6 +244,58 @@ describe("SIGKILL mid-download", () => {
       expect(left.filter((name) => /\.(tmp|lock|digest)$/.test(name)), `${left.join(", ")} lock=${lockLeft} first=${first.pid} stderr=${second.stderr}`).toEqual([]);
     } finally {
       await proxy.stop();
+    }
+  });
+});
+
+describe("killed after the blob was in place, before it cleaned up", () => {
+  const LOCK_MODULE = pathToFileURL(join(ROOT_DIR, "dist", "esm", "oci", "store", "lock.js")).href;
+
+  /** A real process holding the lock at path (the library's own lock code); resolves once it holds it. */
+  async function holdLock(path: string): Promise<ChildProcess> {
+    const script = `const { acquireLock } = await import(${JSON.stringify(LOCK_MODULE)}); await acquireLock(${JSON.stringify(path)}); console.log("held"); setInterval(() => {}, 1000);`;
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on("data", (chunk: Buffer) => {
+        if (chunk.toString().includes("held")) resolve();
+      });
+      child.once("exit", (code) => reject(new Error(`lock holder exited (${code ?? "by a signal"}) before holding ${path}`)));
+    });
+    return child;
+  }
+
+  test("a pull that shares a blob removes a dead writer's lock and .digest beside it, and leaves a live holder's lock alone", async () => {
+    // v1 and v2 share the GGUF and the license; v2 adds a chat template, so pulling it goes through the shared blobs.
+    const gguf = fakeGguf(200_000, 107);
+    const license = "shared license text";
+    await pushArtifact(target("ai/tidy"), "v1", dockerV01({ ggufs: [gguf], licenses: [license] }));
+    await pushArtifact(target("ai/tidy"), "v2", dockerV01({ ggufs: [gguf], licenses: [license], chatTemplate: "{{ messages }}" }));
+    const { home, cache } = await freshDirs();
+    const env = cliEnv(home, cache);
+    const first = await runCli(["pull", `${registry.host}/ai/tidy:v1`], { env });
+    expect(first.exitCode, describeRun(first)).toBe(0);
+
+    // The GGUF's writer died holding its lock, its .digest still there; the license's lock is held by a live process.
+    const ggufHex = hexOf(digestOf(gguf));
+    const licenseHex = hexOf(digestOf(Buffer.from(license)));
+    const deadLock = join(blobsDir(cache), `${ggufHex}.lock`);
+    const dead = await holdLock(deadLock);
+    dead.kill("SIGKILL");
+    await new Promise((resolve) => dead.once("exit", resolve));
+    await writeFile(join(blobsDir(cache), `${ggufHex}.digest`), `${digestOf(gguf)}\n`);
+    const liveLock = join(blobsDir(cache), `${licenseHex}.lock`);
+    const live = await holdLock(liveLock);
+    try {
+      const second = await runCli(["pull", `${registry.host}/ai/tidy:v2`], { env, timeoutMs: 30_000 });
+      expect(second.exitCode, describeRun(second)).toBe(0);
+      expect(second.durationMs).toBeLessThan(15_000);
+      expect((await readFile(lines(second.stdout).at(-1)!)).equals(gguf)).toBe(true);
+      const left = await readdir(blobsDir(cache));
+      expect(left.filter((name) => name.startsWith(ggufHex))).toEqual([ggufHex]);
+      expect(left.filter((name) => /\.takeover-|\.new$/.test(name))).toEqual([]);
+      expect(JSON.parse(await readFile(liveLock, "utf8"))).toMatchObject({ pid: live.pid });
+    } finally {
+      live.kill("SIGKILL");
     }
   });
 });

@@ -13,6 +13,7 @@ import { fetchSingleStream } from "./single.js";
 export async function downloadBlob(request: BlobRequest): Promise<BlobResult> {
   const { store, digest, size, onProgress } = request;
   if (await store.blobs.has(digest, size)) {
+    await tidyLeftovers(request);
     onProgress?.({ type: "layer-done", digest, size, fromCache: true });
     return { fromCache: true, bytesTransferred: 0 };
   }
@@ -48,6 +49,23 @@ export async function downloadBlob(request: BlobRequest): Promise<BlobResult> {
     });
     onProgress?.({ type: "layer-done", digest, size, fromCache: false });
     return { fromCache: false, bytesTransferred };
+  } finally {
+    await lock.release();
+  }
+}
+
+/**
+ * A blob in the cache with a dead writer's files still beside it (killed between renaming the partial into place and
+ * removing its .digest and lock): those files go, under the blob's lock. A live holder of the lock is left alone.
+ */
+async function tidyLeftovers(request: BlobRequest): Promise<void> {
+  const { store, digest } = request;
+  if (!(await store.blobs.hasLeftovers(digest))) return;
+  const lock = await store.tryLockBlob(digest);
+  if (lock === undefined) return;
+  try {
+    request.logger.debug(`removing what an interrupted download left beside ${digest}`);
+    await store.blobs.discardPartial(digest);
   } finally {
     await lock.release();
   }

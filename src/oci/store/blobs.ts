@@ -2,7 +2,7 @@
  * Content-addressed blobs: a verified blob under its digest, the partial download that becomes it (with the
  * digest it must reach beside it), and listing everything under blobs/ for prune.
  */
-import { rename, rm, stat } from "node:fs/promises";
+import { access, rename, rm, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { isDigest } from "../name/index.js";
 import { listDir } from "./atomic-write.js";
@@ -66,6 +66,16 @@ export class BlobStore {
     await fsyncDir(dirname(this.path(digest)));
     await rm(this.partialStatePath(digest), { force: true });
     await rm(this.partialDigestPath(digest), { force: true });
+  }
+
+  /**
+   * Whether anything of a download is left beside the blob: a partial, its .parts or .digest, or a lock (a process
+   * killed after the blob was renamed into place but before it cleaned up leaves these).
+   */
+  async hasLeftovers(digest: string): Promise<boolean> {
+    const paths = [this.partialPath(digest), this.partialStatePath(digest), this.partialDigestPath(digest), this.layout.lock(digest)];
+    const found = await Promise.all(paths.map((path) => access(path).then(() => true, () => false)));
+    return found.includes(true);
   }
 
   async discardPartial(digest: string): Promise<void> {
