@@ -10,6 +10,8 @@
 //   LLAMA_OCI_GPU       backend, as --gpu (default cpu; metal on Apple Silicon)
 //   LLAMA_CPP_DIR       build against this llama.cpp checkout instead of the pinned one
 //   LLAMA_OCI_NATIVE=0  portable build (no -march=native)
+//   LLAMA_OCI_AMX=1     keep ggml's Intel AMX kernels in a native build (left out by default: they crash in the
+//                       pinned llama.cpp, see cmake/amx.cmake)
 //   LLAMA_OCI_SKIP_NATIVE_BUILD=1  skip this step (e.g. when only the registry client is used)
 //   --check-main  print that the script runs as the main module and exit (tests)
 //
@@ -45,10 +47,11 @@ function main() {
   const tools = process.argv.includes("--tools") || /^(1|true|yes)$/i.test(process.env.LLAMA_OCI_BUILD_TOOLS ?? "");
   const gpu = requestedGpu();
   const native = !/^(0|false|no|off)$/i.test(process.env.LLAMA_OCI_NATIVE ?? "");
+  const amx = /^(1|true|yes|on)$/i.test(process.env.LLAMA_OCI_AMX ?? "");
   requireCommand("cmake", "cmake is needed to build llama.cpp: install it (Debian: apt-get install cmake)");
 
   const sourceDir = fetchLlamaCpp();
-  const stamp = buildStamp({ sourceDir, gpu, native, tools });
+  const stamp = buildStamp({ sourceDir, gpu, native, amx, tools });
   const stampPath = join(buildDir, ".llama-oci-build-stamp");
   const toolsPresent = !tools || TOOL_TARGETS.every((t) => existsSync(toolPath(t)));
   if (!force && existsSync(addonPath) && toolsPresent && existsSync(stampPath) && readFileSync(stampPath, "utf8") === stamp) {
@@ -63,6 +66,7 @@ function main() {
     `--CDLLAMA_CPP_DIR=${sourceDir}`,
     `--CDLLAMA_OCI_GPU=${gpu}`,
     `--CDLLAMA_OCI_NATIVE=${native ? "ON" : "OFF"}`,
+    `--CDLLAMA_OCI_AMX=${amx ? "ON" : "OFF"}`,
     `--CDLLAMA_OCI_TOOLS=${tools ? "ON" : "OFF"}`,
   ];
   console.error(`llama-oci: building the native addon (backend ${gpu}${tools ? ", with llama.cpp tools" : ""}, ${jobs} jobs)`);
@@ -85,9 +89,9 @@ export function toolPath(name) {
 }
 
 /** A digest of everything that goes into the build: our sources, the llama.cpp version, the options. */
-function buildStamp({ sourceDir, gpu, native, tools }) {
+function buildStamp({ sourceDir, gpu, native, amx, tools }) {
   const hash = createHash("sha256");
-  hash.update(JSON.stringify({ gpu, native, tools, platform: process.platform, arch: process.arch, sourceDir }));
+  hash.update(JSON.stringify({ gpu, native, amx, tools, platform: process.platform, arch: process.arch, sourceDir }));
   const sourceStamp = join(sourceDir, ".llama-oci-source");
   hash.update(existsSync(sourceStamp) ? readFileSync(sourceStamp) : gitHead(sourceDir));
   for (const file of [

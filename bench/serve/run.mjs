@@ -53,11 +53,13 @@ const LLAMA_SERVER_HELP = `llama.cpp's server is not built by default (build/bin
 llama-quantize only). Build it from the same pinned source, then run this again:
 
   cmake -S deps/llama.cpp -B build/llama-server -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \\
-        -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_CURL=OFF
+        -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \\
+        -DCMAKE_PROJECT_INCLUDE=$PWD/cmake/amx.cmake
   cmake --build build/llama-server --target llama-server --parallel
   cp build/llama-server/bin/llama-server build/bin/
 
-or point --llama-server (or LLAMA_SERVER) at an existing binary of the same llama.cpp release; or pass
+(cmake/amx.cmake gives it the CPU flags the addon gets: without it, a CPU with Intel AMX runs llama.cpp's AMX
+kernels, which crash in this release.) Or point --llama-server (or LLAMA_SERVER) at an existing binary of the same llama.cpp release; or pass
 --skip-llama-server to measure llama-oci alone.`;
 
 const cli = join(root, "bin", "llama-oci.js");
