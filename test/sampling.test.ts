@@ -203,6 +203,7 @@ describe("logit bias", () => {
     await expectInvalid(model.complete(PROMPT, { logitBias: [[1, Number.NaN]] }), /logitBias\[1\] must be a finite number or false/);
     await expectInvalid(model.complete(PROMPT, { logitBias: [[1.5, 1]] }), /not a token of this model/);
     await expectInvalid(model.complete(PROMPT, { logitBias: [["", 1]] }), /non-empty text/);
+    await expectInvalid(model.complete(PROMPT, { logitBias: [["llama", "x" as unknown as number]] }), /logitBias\["llama"\] must be a finite number or false \(got x\)/);
     await expectInvalid(model.complete(PROMPT, { logitBias: "x" as never }), /logitBias must be/);
   });
 });
