@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command that installs and builds everything on a fresh Debian 12 + Node 20 machine: the Debian packages the
-# build, the checks and the tests need (cmake, g++, git, clang-format; docker-registry, openssl, skopeo, strace,
+# build, the checks and the tests need (cmake, g++, git, ccache, clang-format; docker-registry, openssl, skopeo, strace,
 # util-linux's script/setpriv), then `npm ci`, which compiles the TypeScript and the native addon (llama.cpp,
 # fetched through npm), here together with llama.cpp's own tools that the tests compare against; then the main job,
 # offline: `npm run demo` pulls a generated model by reference from a local registry and runs it in-process.
@@ -16,6 +16,7 @@ command -v setpriv >/dev/null 2>&1 || missing+=(util-linux)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v g++ >/dev/null 2>&1 || missing+=(g++)
 command -v git >/dev/null 2>&1 || missing+=(git)
+command -v ccache >/dev/null 2>&1 || missing+=(ccache)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 command -v clang-format >/dev/null 2>&1 || missing+=(clang-format)
 command -v strace >/dev/null 2>&1 || missing+=(strace)
