@@ -109,30 +109,19 @@ async function execute(store: Store, planned: Planned[]): Promise<Planned[]> {
         break;
       case "blob":
         if (inUse.blobs.has(item.digest)) continue;
-        if (!(await underBlobLock(store, item.digest, () => store.blobs.remove(item.digest)))) continue;
+        if (!(await store.underBlobLock(item.digest, () => store.blobs.remove(item.digest)))) continue;
         break;
       case "lock":
         // Taking an abandoned lock over and releasing it removes the file; a live owner makes this a no-op.
-        if (!(await underBlobLock(store, item.digest, async () => {}))) continue;
+        if (!(await store.underBlobLock(item.digest, async () => {}))) continue;
         break;
       case "partial":
-        if (!(await underBlobLock(store, item.digest, () => store.blobs.discardPartial(item.digest)))) continue;
+        if (!(await store.underBlobLock(item.digest, () => store.blobs.discardPartial(item.digest)))) continue;
         break;
     }
     done.push(item);
   }
   return done;
-}
-
-async function underBlobLock(store: Store, digest: string, action: () => Promise<void>): Promise<boolean> {
-  const lock = await store.tryLockBlob(digest);
-  if (!lock) return false;
-  try {
-    await action();
-    return true;
-  } finally {
-    await lock.release();
-  }
 }
 
 async function lockIsLive(lock: BlobFileEntry): Promise<boolean> {

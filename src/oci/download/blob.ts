@@ -61,14 +61,10 @@ export async function downloadBlob(request: BlobRequest): Promise<BlobResult> {
 async function tidyLeftovers(request: BlobRequest): Promise<void> {
   const { store, digest } = request;
   if (!(await store.blobs.hasLeftovers(digest))) return;
-  const lock = await store.tryLockBlob(digest);
-  if (lock === undefined) return;
-  try {
+  await store.underBlobLock(digest, () => {
     request.logger.debug(`removing what an interrupted download left beside ${digest}`);
-    await store.blobs.discardPartial(digest);
-  } finally {
-    await lock.release();
-  }
+    return store.blobs.discardPartial(digest);
+  });
 }
 
 /**

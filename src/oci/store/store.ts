@@ -52,4 +52,16 @@ export class Store {
       throw error;
     }
   }
+
+  /** Runs action under the blob's lock if nobody live holds it (as tryLockBlob); false when it was busy. */
+  async underBlobLock(digest: string, action: () => Promise<void>): Promise<boolean> {
+    const lock = await this.tryLockBlob(digest);
+    if (!lock) return false;
+    try {
+      await action();
+      return true;
+    } finally {
+      await lock.release();
+    }
+  }
 }
