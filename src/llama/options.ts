@@ -290,38 +290,22 @@ export function checkLogitBias(bias: LogitBias | undefined, vocabSize: number): 
   if (typeof bias !== "object") throw invalid("logitBias must be an object of token id to bias, or an array of [token, bias] pairs");
   const entries: ReadonlyArray<readonly [unknown, unknown]> = Array.isArray(bias)
     ? (bias as ReadonlyArray<readonly [unknown, unknown]>)
-    : Object.entries(bias).map(([key, value]) => [isTokenId(key) ? Number(key) : key, value] as const);
-  // A request may bias thousands of tokens (benchmarks ban every partial character): the names for the errors are
-  // only built for an entry that is wrong.
-  const out = new Array<[number | string, number]>(entries.length);
-  for (let i = 0; i < entries.length; i++) {
-    const entry = entries[i];
+    : Object.entries(bias).map(([key, value]) => [/^\d+$/.test(key) ? Number(key) : key, value] as const);
+  return entries.map((entry, i) => {
     if (!Array.isArray(entry) || entry.length !== 2) throw invalid(`logitBias[${i}] must be a [token, bias] pair`);
     const [token, value] = entry as [unknown, unknown];
+    // Named only for an entry that is wrong: a request may bias thousands of tokens (benchmarks ban every partial
+    // character).
     const name = () => (typeof token === "string" ? `logitBias[${JSON.stringify(token.slice(0, 40))}]` : `logitBias[${String(token)}]`);
     if (typeof token === "number") {
       if (!Number.isInteger(token) || token < 0 || token >= vocabSize) throw invalid(`${name()}: ${String(token)} is not a token of this model (0 to ${vocabSize - 1})`);
     } else if (typeof token !== "string" || token === "") {
       throw invalid(`logitBias[${i}]: the token must be a token id or a non-empty text`);
     }
-    if (value === false || value === -Infinity) {
-      out[i] = [token, -Infinity];
-      continue;
-    }
+    if (value === false || value === -Infinity) return [token, -Infinity];
     if (typeof value !== "number" || !Number.isFinite(value)) throw invalid(`${name()} must be a finite number or false (got ${String(value)})`);
-    out[i] = [token, value];
-  }
-  return out;
-}
-
-/** "0", "123": a key of a logit-bias object that names a token id (digits only, as JSON object keys are). */
-function isTokenId(key: string): boolean {
-  if (key.length === 0) return false;
-  for (let i = 0; i < key.length; i++) {
-    const c = key.charCodeAt(i);
-    if (c < 48 || c > 57) return false;
-  }
-  return true;
+    return [token, value];
+  });
 }
 
 function checkSequenceBreakers(breakers: readonly string[] | undefined): void {
