@@ -59,8 +59,8 @@ llama-quantize only). Build it from the same pinned source, then run this again:
   cp build/llama-server/bin/llama-server build/bin/
 
 (cmake/amx.cmake gives it the CPU flags the addon gets: without it, a CPU with Intel AMX runs llama.cpp's AMX
-kernels, which crash in this release.) Or point --llama-server (or LLAMA_SERVER) at an existing binary of the same llama.cpp release; or pass
---skip-llama-server to measure llama-oci alone.`;
+kernels, which crash in this release.) Or point --llama-server (or LLAMA_SERVER) at an existing binary of the same
+llama.cpp release; or pass --skip-llama-server to measure llama-oci alone.`;
 
 const cli = join(root, "bin", "llama-oci.js");
 if (!existsSync(join(root, "dist", "esm", "cli", "main.js"))) fail("dist/ is not built: run 'npm run build'");
