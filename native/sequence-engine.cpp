@@ -618,6 +618,12 @@ void SequenceEngine::DecodeStep() {
       }
     }
     const auto now = Clock::now();
+    // The pieces and settlements of this step go out together once every sequence is sampled (held_).
+    struct SendAfterSampling {
+      explicit SendAfterSampling(SequenceEngine& engine) : engine(engine) { engine.holding_ = true; }
+      ~SendAfterSampling() { engine.SendHeld(); }
+      SequenceEngine& engine;
+    } sendAfter(*this);
     for (const Entry& entry : entries) {
       if (!entry.output) continue;
       EngineJob& job = *entry.job;
@@ -707,17 +713,33 @@ void SequenceEngine::Emit(EngineJob& job, const std::string& piece) {
   if (piece.empty()) return;
   job.text += piece;
   if (!job.streams) return;
-  const bool posted = job.channel->Post([piece](Napi::Env env, JsSide& js) {
-    if (js.onText.IsEmpty() || !js.callbackError.IsEmpty()) return;
-    try {
-      js.onText.Call({Napi::String::New(env, piece)});
-    } catch (const Napi::Error& e) {
-      // The callback's exception rejects the generation, which stops at its next step.
-      js.callbackError = Napi::Reference<Napi::Value>::New(e.Value(), 1);
-      js.cancel->store(true);
-    }
+  Deliver([channel = job.channel, cancel = job.cancel, piece] {
+    const bool posted = channel->Post([piece](Napi::Env env, JsSide& js) {
+      if (js.onText.IsEmpty() || !js.callbackError.IsEmpty()) return;
+      try {
+        js.onText.Call({Napi::String::New(env, piece)});
+      } catch (const Napi::Error& e) {
+        // The callback's exception rejects the generation, which stops at its next step.
+        js.callbackError = Napi::Reference<Napi::Value>::New(e.Value(), 1);
+        js.cancel->store(true);
+      }
+    });
+    if (!posted) cancel->store(true);  // the environment is going away
   });
-  if (!posted) job.cancel->store(true);  // the environment is going away
+}
+
+void SequenceEngine::Deliver(std::function<void()> post) {
+  if (holding_) {
+    held_.push_back(std::move(post));
+  } else {
+    post();
+  }
+}
+
+void SequenceEngine::SendHeld() {
+  holding_ = false;
+  for (auto& post : held_) post();
+  held_.clear();
 }
 
 void SequenceEngine::Finish(EngineJob& job, const char* reason) {
@@ -740,8 +762,10 @@ void SequenceEngine::Finish(EngineJob& job, const char* reason) {
   outcome.generateMs = job.generating ? MillisecondsBetween(job.generateStart, now) : 0;
   // The sequence is free (and counted so) before JS hears that the request ended.
   ReleaseSlot(job);
-  job.channel->Post([outcome = std::move(outcome)](Napi::Env env, JsSide& js) { Settle(env, js, outcome); });
-  job.channel->Close();
+  Deliver([channel = job.channel, outcome = std::move(outcome)]() mutable {
+    channel->Post([outcome = std::move(outcome)](Napi::Env env, JsSide& js) { Settle(env, js, outcome); });
+    channel->Close();
+  });
 }
 
 void SequenceEngine::Fail(EngineJob& job, const std::string& message) {
@@ -751,8 +775,10 @@ void SequenceEngine::Fail(EngineJob& job, const std::string& message) {
   outcome.failed = true;
   outcome.error = message;
   ReleaseSlot(job);
-  job.channel->Post([outcome = std::move(outcome)](Napi::Env env, JsSide& js) { Settle(env, js, outcome); });
-  job.channel->Close();
+  Deliver([channel = job.channel, outcome = std::move(outcome)]() mutable {
+    channel->Post([outcome = std::move(outcome)](Napi::Env env, JsSide& js) { Settle(env, js, outcome); });
+    channel->Close();
+  });
 }
 
 void SequenceEngine::ReleaseSlot(EngineJob& job) {

@@ -15,6 +15,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -115,6 +116,9 @@ class SequenceEngine : public DecodeAbortCheck {
   void EvaluateMedia(EngineJob& job);
   void Sample(EngineJob& job, int32_t index);
   void Emit(EngineJob& job, const std::string& piece);
+  // Hands a request's post (a piece, its settlement) to its channel, or holds it while a step samples (see held_).
+  void Deliver(std::function<void()> post);
+  void SendHeld();
   void Finish(EngineJob& job, const char* reason);
   void Fail(EngineJob& job, const std::string& message);
   void ReleaseSlot(EngineJob& job);
@@ -153,6 +157,11 @@ class SequenceEngine : public DecodeAbortCheck {
   std::unique_ptr<Batch> batch_;
   uint64_t clock_ = 0;
   uint64_t epoch_ = 0;  // the context's memoryEpoch the slots' records belong to
+  // While a step samples its sequences, what they post is held and sent once all are sampled: the first post wakes
+  // the JS thread, which would otherwise take a core from the sampling loop (between two decodes, on a machine with
+  // as many cores as decode threads) and leave the next decode waiting for it.
+  bool holding_ = false;
+  std::vector<std::function<void()>> held_;
 };
 
 }  // namespace llama_oci
