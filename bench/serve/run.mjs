@@ -1,16 +1,19 @@
 #!/usr/bin/env node
 // Serving benchmark: `llama-oci serve` against llama.cpp's own `llama-server` (same pinned source), same model (the
 // SmolLM2-135M-shaped Q4_0 of bench/inference), same threads, same sequences (--parallel / -np) and the same
-// context per sequence. For each K of --clients, each tool gets a fresh server and K concurrent streaming chat
-// clients that send requests (a shared ~100-token system prompt and a short unique user message, about 128 prompt
-// tokens in all; 64 generated tokens with ignore_eos) back to back for --duration seconds; tools alternate, the order
-// flipping every round. Reported: aggregate generated tokens per second (the pieces streamed within the --duration
-// window, over the window: a request still running when it ends counts what arrived before, so whether one more
-// wave of K requests fits in the window does not round the result), time to first token p50/p95 and the
-// server's peak RSS (VmHWM), and llama-oci / llama-server per K. Before each phase, K concurrent requests warm the
-// fresh server up (every sequence's cells touched once), so neither tool's phase pays for its first allocations.
+// context per sequence. For each K of --clients, both tools get a fresh server, and K concurrent streaming chat
+// clients send requests (a shared ~100-token system prompt and a short unique user message, about 128 prompt tokens
+// in all; 64 generated tokens with ignore_eos) back to back for --duration seconds to one server, then to the other,
+// --rounds times, the order flipping every round. Reported: aggregate generated tokens per second (every piece the
+// phase's requests streamed, over the time from the phase's start to the end of its last request: clients start
+// requests until --duration is up, and the requests under way then run to their end), time to first token p50/p95,
+// the server's peak RSS (VmHWM), and llama-oci / llama-server per K, over all rounds and as the median of the
+// rounds' ratios. (Counting only the pieces streamed within the --duration window, as an earlier version did, rounds
+// the result to whole waves of K requests: the next wave's prompts, which stream nothing, fill the window's end, and
+// both servers then score K x --gen over the window.) Before the first round, K concurrent requests warm each fresh
+// server up (every sequence's cells touched once), so neither tool's phase pays for its first allocations.
 //
-//   node bench/serve/run.mjs [--duration 4] [--clients 1,4,8] [--rounds 1] [-t <threads>] [--parallel <N>]
+//   node bench/serve/run.mjs [--duration 12] [--clients 1,4,8] [--rounds 5] [-t <threads>] [--parallel <N>]
 //                            [--ctx 512] [--gen 64] [--kv-unified] [--llama-server <path>] [--skip-llama-server]
 //
 // --parallel defaults to K (one sequence per client). llama-server's -c is the total over its slots, so it gets
@@ -26,9 +29,9 @@ import { ensureBenchModel, root } from "../inference/make-model.mjs";
 
 const { values } = parseArgs({
   options: {
-    duration: { type: "string", default: "4" },
+    duration: { type: "string", default: "12" },
     clients: { type: "string", default: "1,4,8" },
-    rounds: { type: "string", default: "1" },
+    rounds: { type: "string", default: "5" },
     threads: { type: "string", short: "t", default: String(availableParallelism()) },
     parallel: { type: "string" },
     ctx: { type: "string", default: "512" },
@@ -85,18 +88,36 @@ const SYSTEM = "You are a helpful assistant. Answer the question in a few senten
 const tools = [{ name: "llama-oci serve", start: startOurs }];
 if (withLlamaServer) tools.push({ name: "llama-server", start: startLlamaServer });
 
+// The servers still running when the benchmark ends early (fail() exits at once) go with it.
+const children = new Set();
+process.on("exit", () => {
+  for (const child of children) child.kill("SIGKILL");
+});
+
+// Numbers the requests of every phase apart, so no prompt repeats one that a server may still hold in its cache.
+let requestCounter = 0;
+
 const results = [];
 for (const k of clientCounts) {
   const parallel = values.parallel === undefined ? k : Number(values.parallel);
-  for (let round = 0; round < rounds; round++) {
-    const order = (k + round) % 2 === 0 ? tools : [...tools].reverse();
-    for (const tool of order) {
-      // A phase in which the server dropped a connection (llama-server does now and then at K >= 4) is run once
-      // more on a fresh server, and said so; a second failure ends the benchmark.
-      for (let attempt = 1; ; attempt++) {
-        const server = await tool.start(parallel);
-        try {
-          await Promise.all(Array.from({ length: k }, (_, client) => chat(server.url, client, 0)));
+  // Both servers run for the whole K (each idle while the other is measured: neither uses the CPU then), so the
+  // phases can alternate often and a slow spell of this host lands on both tools rather than on one.
+  const servers = new Map();
+  const startWarm = async (tool) => {
+    const server = await tool.start(parallel);
+    await Promise.all(Array.from({ length: k }, (_, client) => chat(server.url, client, 0)));
+    servers.set(tool.name, server);
+    return server;
+  };
+  try {
+    for (const tool of tools) await startWarm(tool);
+    for (let round = 0; round < rounds; round++) {
+      const order = (k + round) % 2 === 0 ? tools : [...tools].reverse();
+      for (const tool of order) {
+        // A phase in which the server dropped a connection (llama-server does now and then at K >= 4) is run once
+        // more on a fresh server, and said so; a second failure ends the benchmark.
+        for (let attempt = 1; ; attempt++) {
+          const server = servers.get(tool.name);
           const phase = await runPhase(server.url, k).catch((error) => {
             const message = `${tool.name} failed at K=${k}: ${error.message}${error.cause ? ` (${error.cause.message})` : ""}`;
             if (attempt === 1) {
@@ -105,16 +126,20 @@ for (const k of clientCounts) {
             }
             fail(`${message}\n${server.log().slice(-3000)}`);
           });
-          if (phase === undefined) continue;
-          const rss = peakRss(server.pid);
-          results.push({ k, parallel, tool: tool.name, ...phase, rss });
-          log(`bench: K=${k} ${tool.name}: ${phase.tokensPerSecond.toFixed(1)} t/s, ${phase.requests} requests, TTFT p50 ${ms(phase.ttftP50)} p95 ${ms(phase.ttftP95)}, peak RSS ${mb(rss)}, prompt ${phase.promptTokens} tokens${phase.server ? `; server-side: ${phase.server.promptEvaluated.toFixed(1)} prompt tokens evaluated in ${phase.server.promptMs.toFixed(1)} ms, ${phase.server.msPerToken.toFixed(2)} ms per generated token` : ""}`);
+          if (phase === undefined) {
+            servers.delete(tool.name);
+            await server.stop();
+            await startWarm(tool);
+            continue;
+          }
+          results.push({ k, parallel, round, tool: tool.name, ...phase, rss: peakRss(server.pid) });
+          log(`bench: K=${k} round ${round + 1} ${tool.name}: ${phase.tokensPerSecond.toFixed(1)} t/s, ${phase.requests} requests in ${phase.seconds.toFixed(1)} s, TTFT p50 ${ms(phase.ttftP50)} p95 ${ms(phase.ttftP95)}, prompt ${phase.promptTokens} tokens${phase.server ? `; server-side: ${phase.server.promptEvaluated.toFixed(1)} prompt tokens evaluated in ${phase.server.promptMs.toFixed(1)} ms, ${phase.server.msPerToken.toFixed(2)} ms per generated token` : ""}`);
           break;
-        } finally {
-          await server.stop();
         }
       }
     }
+  } finally {
+    for (const server of servers.values()) await server.stop();
   }
 }
 
@@ -134,8 +159,24 @@ for (const k of clientCounts) {
 if (withLlamaServer) {
   console.log("");
   for (const k of clientCounts) {
-    const of = (name) => mean(results.filter((r) => r.k === k && r.tool === name).map((r) => r.tokensPerSecond));
-    console.log(`K=${k}: llama-oci / llama-server generated t/s ${(of("llama-oci serve") / of("llama-server")).toFixed(3)}`);
+    const rows = (name) => results.filter((r) => r.k === k && r.tool === name);
+    const of = (name, key) => mean(rows(name).map((r) => r[key]));
+    // Each round's pair too (the two phases run one after the other): how far the rounds spread says how far one
+    // ratio can be trusted on this host, and their median is the least moved by one disturbed phase.
+    const pairs = [];
+    const ratios = [];
+    for (let round = 0; round < rounds; round++) {
+      const ours = rows("llama-oci serve").find((r) => r.round === round);
+      const theirs = rows("llama-server").find((r) => r.round === round);
+      pairs.push(`${ours.tokensPerSecond.toFixed(1)}/${theirs.tokensPerSecond.toFixed(1)}`);
+      ratios.push(ours.tokensPerSecond / theirs.tokensPerSecond);
+    }
+    ratios.sort((a, b) => a - b);
+    const median = ratios.length % 2 === 1 ? ratios[(ratios.length - 1) / 2] : (ratios[ratios.length / 2 - 1] + ratios[ratios.length / 2]) / 2;
+    console.log(
+      `K=${k}: llama-oci / llama-server generated t/s ${(of("llama-oci serve", "tokensPerSecond") / of("llama-server", "tokensPerSecond")).toFixed(3)} ` +
+        `(median of the rounds ${median.toFixed(3)}; rounds ${pairs.join(", ")}), TTFT p50 ${(of("llama-oci serve", "ttftP50") / of("llama-server", "ttftP50")).toFixed(3)}`,
+    );
   }
 }
 
@@ -162,36 +203,36 @@ async function runPhase(url, k) {
   let tokens = 0;
   let requests = 0;
   let promptTokens = 0;
-  let counter = 0;
   const timings = [];
   await Promise.all(
     Array.from({ length: k }, async (_, client) => {
       while (performance.now() < deadline) {
-        const result = await chat(url, client, ++counter, deadline);
+        const result = await chat(url, client, ++requestCounter);
         ttfts.push(result.ttftMs);
-        tokens += result.inWindow;
+        tokens += result.pieces;
         promptTokens = result.promptTokens || promptTokens;
         if (result.timings) timings.push(result.timings);
         requests++;
       }
     }),
   );
+  const seconds = (performance.now() - started) / 1000;
   ttfts.sort((a, b) => a - b);
   // What each server says of its own work (llama-server's `timings`, which llama-oci sends too): evaluated prompt
   // tokens and their time, and the time per generated token, apart from HTTP and queueing.
   const sum = (key) => timings.reduce((total, t) => total + (t[key] ?? 0), 0);
   const server = timings.length === 0 ? undefined : { promptEvaluated: sum("prompt_n") / timings.length, promptMs: sum("prompt_ms") / timings.length, msPerToken: sum("predicted_ms") / Math.max(1, sum("predicted_n")) };
-  return { tokensPerSecond: tokens / (durationMs / 1000), requests, ttftP50: quantile(ttfts, 0.5), ttftP95: quantile(ttfts, 0.95), promptTokens, server };
+  return { tokensPerSecond: tokens / seconds, seconds, requests, ttftP50: quantile(ttfts, 0.5), ttftP95: quantile(ttfts, 0.95), promptTokens, server };
 }
 
 /**
- * One streaming request: time to the first piece, the pieces streamed before `deadline`, prompt tokens (usage). It
+ * One streaming request: time to the first piece, the pieces streamed, prompt tokens (usage). It
  * goes to /v1/completions with the chat already in the model's ChatML form: llama-server's /v1/chat/completions
  * parses every answer with the template's output parser and fails the request (500) when a random-weight model's
  * text does not fit it, so both servers get the same prompt string through the endpoint that returns the text as it
  * is.
  */
-async function chat(url, client, id, deadline = Infinity) {
+async function chat(url, client, id) {
   const user = `Request ${id} from client ${client}: what is the tallest mountain on each continent?`;
   const body = {
     model: "",
@@ -214,7 +255,7 @@ async function chat(url, client, id, deadline = Infinity) {
   });
   if (!response.ok) throw new Error(`${url} answered ${response.status}: ${await response.text()}`);
   let ttftMs;
-  let inWindow = 0;
+  let pieces = 0;
   let usage;
   let serverTimings;
   let buffer = "";
@@ -233,11 +274,11 @@ async function chat(url, client, id, deadline = Infinity) {
       if (parsed.timings) serverTimings = parsed.timings;
       if (parsed.choices?.[0]?.text) {
         ttftMs ??= performance.now() - sent;
-        if (performance.now() <= deadline) inWindow++;
+        pieces++;
       }
     }
   }
-  return { ttftMs: ttftMs ?? performance.now() - sent, inWindow, promptTokens: usage?.prompt_tokens ?? 0, timings: serverTimings };
+  return { ttftMs: ttftMs ?? performance.now() - sent, pieces, promptTokens: usage?.prompt_tokens ?? 0, timings: serverTimings };
 }
 
 async function startOurs(parallel) {
@@ -258,6 +299,8 @@ async function startLlamaServer(parallel) {
 
 async function launch(name, command, args, url) {
   const child = spawn(command, args, { cwd: root, stdio: ["ignore", "ignore", "pipe"] });
+  children.add(child);
+  child.once("exit", () => children.delete(child));
   let stderr = "";
   child.stderr.on("data", (data) => {
     stderr = (stderr + data.toString()).slice(-8000);
