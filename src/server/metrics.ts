@@ -31,7 +31,10 @@ export class ServerMetrics {
 
   constructor(stats: () => RunnerStats[]) {
     const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry });
+    // prom-client measures the event loop's lag with a timer of this period (10 ms by default): 100 wake-ups a
+    // second of the JS thread, which cost an idle server about 1% of a core, and a busy one a core's slice now and then
+    // in the middle of a decode. Once a second is plenty for a lag that is scraped every few seconds.
+    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 1000 });
     this.httpRequests = new Counter({
       name: "llama_oci_http_requests_total",
       help: "HTTP requests answered, by route, method and status",
