@@ -160,6 +160,12 @@ void Settle(Napi::Env env, JsSide& js, const Outcome& outcome) {
   js.deferred.Resolve(result);
 }
 
+// The request's last message: its settlement, then the channel closes.
+void SettleAndClose(Channel& channel, Outcome outcome) {
+  channel.Post([outcome = std::move(outcome)](Napi::Env env, JsSide& js) { Settle(env, js, outcome); });
+  channel.Close();
+}
+
 }  // namespace
 
 // One request, from Submit to its settlement (owned by the queue, then by the running list).
@@ -283,8 +289,7 @@ Napi::Promise SequenceEngine::Submit(Napi::Env env, const ContextPtr& self, cons
     Outcome outcome;
     outcome.failed = true;
     outcome.error = failure;
-    job->channel->Post([outcome](Napi::Env e, JsSide& side) { Settle(e, side, outcome); });
-    job->channel->Close();
+    SettleAndClose(*job->channel, std::move(outcome));
     return promise;
   }
   wake_.notify_one();
@@ -763,8 +768,7 @@ void SequenceEngine::Finish(EngineJob& job, const char* reason) {
   // The sequence is free (and counted so) before JS hears that the request ended.
   ReleaseSlot(job);
   Deliver([channel = job.channel, outcome = std::move(outcome)]() mutable {
-    channel->Post([outcome = std::move(outcome)](Napi::Env env, JsSide& js) { Settle(env, js, outcome); });
-    channel->Close();
+    SettleAndClose(*channel, std::move(outcome));
   });
 }
 
@@ -776,8 +780,7 @@ void SequenceEngine::Fail(EngineJob& job, const std::string& message) {
   outcome.error = message;
   ReleaseSlot(job);
   Deliver([channel = job.channel, outcome = std::move(outcome)]() mutable {
-    channel->Post([outcome = std::move(outcome)](Napi::Env env, JsSide& js) { Settle(env, js, outcome); });
-    channel->Close();
+    SettleAndClose(*channel, std::move(outcome));
   });
 }
 
