@@ -3,7 +3,7 @@
 // another start time) does not, and an owner on another host is judged by the age of its heartbeat.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { readdir, readFile, utimes, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { LlamaOciError } from "../src/errors.js";
 import { acquireLock, isAbandoned } from "../src/oci/store/index.js";
 import { ROOT_DIR } from "./helpers/cli.js";
+import { ownStartTime } from "./helpers/proc-stat.js";
 import { makeTempDir, removeDir } from "./helpers/tmp.js";
 
 const LOCK_MODULE = pathToFileURL(join(ROOT_DIR, "dist", "esm", "oci", "store", "lock.js")).href;
@@ -33,11 +34,6 @@ const nextLock = () => join(dir, `${randomBytes(8).toString("hex")}-${++count}.l
 /** A pid that no process has now: a child that already exited. */
 function deadPid(): number {
   return spawnSync(process.execPath, ["-e", ""]).pid;
-}
-
-function ownStartTime(): string {
-  const stat = readFileSync("/proc/self/stat", "utf8");
-  return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]!;
 }
 
 async function writeLock(path: string, owner: Record<string, unknown>, ageMs = 0): Promise<void> {
