@@ -322,6 +322,7 @@ bool SequenceEngine::DecodeAbortRequested() const {
 }
 
 void SequenceEngine::Main(ContextPtr self) {
+  NameThisThread("llama-oci-seq");
   std::shared_ptr<ExitLatch> exited = exited_;
   try {
     Loop();

@@ -2,7 +2,21 @@
 
 #include <new>
 
+#if defined(__linux__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
+
 namespace llama_oci {
+
+void NameThisThread(const char* name) {
+#if defined(__linux__)
+  pthread_setname_np(pthread_self(), name);
+#elif defined(__APPLE__)
+  pthread_setname_np(name);
+#else
+  (void)name;
+#endif
+}
 
 Napi::Promise Task::Start(Napi::Env env, std::unique_ptr<Task> task) {
   task->deferred_ = std::make_unique<Napi::Promise::Deferred>(Napi::Promise::Deferred::New(env));
@@ -61,6 +75,7 @@ std::string Task::CurrentExceptionMessage() {
 }
 
 void Task::Main() {
+  NameThisThread("llama-oci-task");
   // Counted as inside llama.cpp until it has handed its result over, so that exit() waits for it (abort.h).
   BusyScope busy;
   // Nothing may escape a thread's function (that would terminate the process): every failure rejects the promise.

@@ -14,6 +14,10 @@
 
 namespace llama_oci {
 
+// Names the calling thread (at most 15 characters), as `top -H`, /proc/<pid>/task and debuggers show it; the
+// threads llama.cpp starts from it inherit the name. Does nothing where the platform has no such call.
+void NameThisThread(const char* name);
+
 class Task {
  public:
   virtual ~Task() = default;

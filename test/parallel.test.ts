@@ -4,7 +4,7 @@
 // dispose as requests on a context with one sequence do. That the decodes really were batched is read from the
 // context's native counters, never from timings.
 import { execFile, execFileSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
@@ -199,6 +199,22 @@ describe("batched generation", () => {
         const n = Math.min(result.tokens.length, CHECKED);
         expect(tokens(result).slice(0, n)).toEqual(tokens(expected).slice(0, n));
       }
+    } finally {
+      await context.dispose();
+    }
+  });
+
+  test.runIf(process.platform === "linux")("the decode loop runs on a thread named llama-oci-seq, as top -H and /proc show it", async () => {
+    const threadNames = () => readdirSync("/proc/self/task").map((tid) => readFileSync(`/proc/self/task/${tid}/comm`, "utf8").trim());
+    const context = await model.createContext({ parallel: 2 });
+    try {
+      const stop = new AbortController();
+      const a = chunkCounter(2);
+      const run = context.completeWithMeta(PROMPTS[0]!, { ...GREEDY, maxTokens: 1500, signal: stop.signal, onTextChunk: a.onTextChunk });
+      await a.reached;
+      expect(threadNames()).toContain("llama-oci-seq");
+      stop.abort();
+      expect((await run).stopReason).toBe("abort");
     } finally {
       await context.dispose();
     }
