@@ -20,7 +20,7 @@
 // --ctx times the sequences; llama-oci's -c is per sequence. Both give each sequence its own --ctx cells (their
 // default); --kv-unified runs both with one KV cache the sequences share instead (llama-server's -kvu).
 import { spawn } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { availableParallelism, cpus } from "node:os";
 import { join } from "node:path";
@@ -107,7 +107,6 @@ for (const k of clientCounts) {
     const server = await tool.start(parallel);
     await Promise.all(Array.from({ length: k }, (_, client) => chat(server.url, client, 0)));
     servers.set(tool.name, server);
-    return server;
   };
   try {
     for (const tool of tools) await startWarm(tool);
@@ -118,6 +117,7 @@ for (const k of clientCounts) {
         // more on a fresh server, and said so; a second failure ends the benchmark.
         for (let attempt = 1; ; attempt++) {
           const server = servers.get(tool.name);
+          const cpuBefore = threadCpu(server.pid);
           const phase = await runPhase(server.url, k).catch((error) => {
             const message = `${tool.name} failed at K=${k}: ${error.message}${error.cause ? ` (${error.cause.message})` : ""}`;
             if (attempt === 1) {
@@ -132,8 +132,9 @@ for (const k of clientCounts) {
             await startWarm(tool);
             continue;
           }
-          results.push({ k, parallel, round, tool: tool.name, ...phase, rss: peakRss(server.pid) });
-          log(`bench: K=${k} round ${round + 1} ${tool.name}: ${phase.tokensPerSecond.toFixed(1)} t/s, ${phase.requests} requests in ${phase.seconds.toFixed(1)} s, TTFT p50 ${ms(phase.ttftP50)} p95 ${ms(phase.ttftP95)}, prompt ${phase.promptTokens} tokens${phase.server ? `; server-side: ${phase.server.promptEvaluated.toFixed(1)} prompt tokens evaluated in ${phase.server.promptMs.toFixed(1)} ms, ${phase.server.msPerToken.toFixed(2)} ms per generated token` : ""}`);
+          const cpu = cpuSince(cpuBefore, threadCpu(server.pid));
+          results.push({ k, parallel, round, tool: tool.name, ...phase, rss: peakRss(server.pid), cpu });
+          log(`bench: K=${k} round ${round + 1} ${tool.name}: ${phase.tokensPerSecond.toFixed(1)} t/s, ${phase.requests} requests in ${phase.seconds.toFixed(1)} s, TTFT p50 ${ms(phase.ttftP50)} p95 ${ms(phase.ttftP95)}, prompt ${phase.promptTokens} tokens${phase.server ? `; server-side: ${phase.server.promptEvaluated.toFixed(1)} prompt tokens evaluated in ${phase.server.promptMs.toFixed(1)} ms, ${phase.server.msPerToken.toFixed(2)} ms per generated token` : ""}; CPU ${cpuLine(cpu, phase.tokensPerSecond * phase.seconds)}`);
           break;
         }
       }
@@ -172,7 +173,7 @@ if (withLlamaServer) {
       ratios.push(ours.tokensPerSecond / theirs.tokensPerSecond);
     }
     ratios.sort((a, b) => a - b);
-    const median = ratios.length % 2 === 1 ? ratios[(ratios.length - 1) / 2] : (ratios[ratios.length / 2 - 1] + ratios[ratios.length / 2]) / 2;
+    const median = medianOf(ratios);
     console.log(
       `K=${k}: llama-oci / llama-server generated t/s ${(of("llama-oci serve", "tokensPerSecond") / of("llama-server", "tokensPerSecond")).toFixed(3)} ` +
         `(median of the rounds ${median.toFixed(3)}; rounds ${pairs.join(", ")}), TTFT p50 ${(of("llama-oci serve", "ttftP50") / of("llama-server", "ttftP50")).toFixed(3)}`,
@@ -330,6 +331,50 @@ async function launch(name, command, args, url) {
   };
 }
 
+/**
+ * CPU time of each of a process's threads (Linux: /proc/<pid>/task), in clock ticks, by thread id with its name
+ * (the process's first thread named "main"): where a server's time goes (its decode threads, its HTTP or JavaScript
+ * thread, helpers). Empty elsewhere.
+ */
+function threadCpu(pid) {
+  const byThread = new Map();
+  let tasks = [];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return byThread;
+  }
+  for (const tid of tasks) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+      const name = Number(tid) === pid ? "main" : stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      byThread.set(tid, { name, ticks: Number(fields[11]) + Number(fields[12]) });
+    } catch {
+      // the thread ended in between
+    }
+  }
+  return byThread;
+}
+
+/** Ticks each thread used between two threadCpu readings (threads that ended in between are not counted). */
+function cpuSince(before, after) {
+  const used = [];
+  for (const [tid, { name, ticks }] of after) used.push({ name, ticks: ticks - (before.get(tid)?.ticks ?? 0) });
+  return used.sort((a, b) => b.ticks - a.ticks);
+}
+
+/** "12.30 s, 24.10 ms per generated token (llama-oci-seq 5.00 s, node 4.90 s, main 1.20 s, 9 more 0.30 s)". */
+function cpuLine(used, tokens) {
+  const tick = 100; // USER_HZ: 100 on Linux
+  const seconds = (ticks) => (ticks / tick).toFixed(2);
+  const total = used.reduce((sum, t) => sum + t.ticks, 0);
+  const top = used.slice(0, 4).map((t) => `${t.name} ${seconds(t.ticks)} s`);
+  const rest = used.slice(4);
+  if (rest.length > 0) top.push(`${rest.length} more ${seconds(rest.reduce((sum, t) => sum + t.ticks, 0))} s`);
+  return `${seconds(total)} s, ${((total / tick) * 1000 / Math.max(1, tokens)).toFixed(2)} ms per generated token (${top.join(", ")})`;
+}
+
 /** Peak resident set size of a running process (Linux: VmHWM), in bytes; NaN elsewhere. */
 function peakRss(pid) {
   try {
@@ -354,6 +399,12 @@ function freePort() {
 function quantile(sorted, q) {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+}
+
+// The middle value of a sorted list (the mean of the two middle ones when the count is even).
+function medianOf(sorted) {
+  const half = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[half] : (sorted[half - 1] + sorted[half]) / 2;
 }
 
 function mean(list) {
