@@ -10,7 +10,8 @@
 // the server's peak RSS (VmHWM), and llama-oci / llama-server per K, over all rounds and as the median of the
 // rounds' ratios. (Counting only the pieces streamed within the --duration window, as an earlier version did, rounds
 // the result to whole waves of K requests: the next wave's prompts, which stream nothing, fill the window's end, and
-// both servers then score K x --gen over the window.) Before the first round, K concurrent requests warm each fresh
+// both servers then score K x --gen over the window.) Each phase's log line also gives what the server says of its
+// own work (llama-server's `timings`) and the CPU time of each of its threads over the phase. Before the first round, K concurrent requests warm each fresh
 // server up (every sequence's cells touched once), so neither tool's phase pays for its first allocations.
 //
 //   node bench/serve/run.mjs [--duration 12] [--clients 1,4,8] [--rounds 5] [-t <threads>] [--parallel <N>]
