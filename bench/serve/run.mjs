@@ -11,8 +11,9 @@
 // rounds' ratios. (Counting only the pieces streamed within the --duration window, as an earlier version did, rounds
 // the result to whole waves of K requests: the next wave's prompts, which stream nothing, fill the window's end, and
 // both servers then score K x --gen over the window.) Each phase's log line also gives what the server says of its
-// own work (llama-server's `timings`) and the CPU time of each of its threads over the phase. Before the first round, K concurrent requests warm each fresh
-// server up (every sequence's cells touched once), so neither tool's phase pays for its first allocations.
+// own work (llama-server's `timings`) and the CPU time of each of its threads over the phase. Before the first
+// round, K concurrent requests warm each fresh server up (every sequence's cells touched once), so neither tool's
+// phase pays for its first allocations.
 //
 //   node bench/serve/run.mjs [--duration 12] [--clients 1,4,8] [--rounds 5] [-t <threads>] [--parallel <N>]
 //                            [--ctx 512] [--gen 64] [--kv-unified] [--llama-server <path>] [--skip-llama-server]
@@ -135,7 +136,7 @@ for (const k of clientCounts) {
           }
           const cpu = cpuSince(cpuBefore, threadCpu(server.pid));
           results.push({ k, parallel, round, tool: tool.name, ...phase, rss: peakRss(server.pid), cpu });
-          log(`bench: K=${k} round ${round + 1} ${tool.name}: ${phase.tokensPerSecond.toFixed(1)} t/s, ${phase.requests} requests in ${phase.seconds.toFixed(1)} s, TTFT p50 ${ms(phase.ttftP50)} p95 ${ms(phase.ttftP95)}, prompt ${phase.promptTokens} tokens${phase.server ? `; server-side: ${phase.server.promptEvaluated.toFixed(1)} prompt tokens evaluated in ${phase.server.promptMs.toFixed(1)} ms, ${phase.server.msPerToken.toFixed(2)} ms per generated token` : ""}; CPU ${cpuLine(cpu, phase.tokensPerSecond * phase.seconds)}`);
+          log(`bench: K=${k} round ${round + 1} ${tool.name}: ${phase.tokensPerSecond.toFixed(1)} t/s, ${phase.requests} requests in ${phase.seconds.toFixed(1)} s, TTFT p50 ${ms(phase.ttftP50)} p95 ${ms(phase.ttftP95)}, prompt ${phase.promptTokens} tokens${phase.server ? `; server-side: ${phase.server.promptEvaluated.toFixed(1)} prompt tokens evaluated in ${phase.server.promptMs.toFixed(1)} ms, ${phase.server.msPerToken.toFixed(2)} ms per generated token` : ""}; CPU ${cpuLine(cpu, phase.tokens)}`);
           break;
         }
       }
@@ -224,7 +225,7 @@ async function runPhase(url, k) {
   // tokens and their time, and the time per generated token, apart from HTTP and queueing.
   const sum = (key) => timings.reduce((total, t) => total + (t[key] ?? 0), 0);
   const server = timings.length === 0 ? undefined : { promptEvaluated: sum("prompt_n") / timings.length, promptMs: sum("prompt_ms") / timings.length, msPerToken: sum("predicted_ms") / Math.max(1, sum("predicted_n")) };
-  return { tokensPerSecond: tokens / seconds, seconds, requests, ttftP50: quantile(ttfts, 0.5), ttftP95: quantile(ttfts, 0.95), promptTokens, server };
+  return { tokens, tokensPerSecond: tokens / seconds, seconds, requests, ttftP50: quantile(ttfts, 0.5), ttftP95: quantile(ttfts, 0.95), promptTokens, server };
 }
 
 /**
@@ -333,47 +334,57 @@ async function launch(name, command, args, url) {
 }
 
 /**
- * CPU time of each of a process's threads (Linux: /proc/<pid>/task), in clock ticks, by thread id with its name
- * (the process's first thread named "main"): where a server's time goes (its decode threads, its HTTP or JavaScript
- * thread, helpers). Empty elsewhere.
+ * CPU time of a process (Linux: /proc/<pid>/stat, which also counts its threads that have ended) and of each of its
+ * live threads (/proc/<pid>/task), in clock ticks; each thread by id with its name (the first thread named "main"):
+ * where a server's time goes (its decode threads, its HTTP or JavaScript thread, helpers). Empty elsewhere.
  */
 function threadCpu(pid) {
-  const byThread = new Map();
+  const reading = { total: statTicks(`/proc/${pid}/stat`)?.ticks ?? 0, threads: new Map() };
   let tasks = [];
   try {
     tasks = readdirSync(`/proc/${pid}/task`);
   } catch {
-    return byThread;
+    return reading;
   }
   for (const tid of tasks) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
-      const name = Number(tid) === pid ? "main" : stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      byThread.set(tid, { name, ticks: Number(fields[11]) + Number(fields[12]) });
-    } catch {
-      // the thread ended in between
-    }
+    const thread = statTicks(`/proc/${pid}/task/${tid}/stat`);
+    if (thread) reading.threads.set(tid, { ...thread, name: Number(tid) === pid ? "main" : thread.name });
   }
-  return byThread;
+  return reading;
 }
 
-/** Ticks each thread used between two threadCpu readings (threads that ended in between are not counted). */
+/** A /proc stat file's name and user + system ticks (fields 14 and 15 of proc(5)); undefined once it is gone. */
+function statTicks(path) {
+  try {
+    const stat = readFileSync(path, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return { name: stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")), ticks: Number(fields[11]) + Number(fields[12]) };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Ticks used between two threadCpu readings: the whole process's, and each live thread's, the busiest first; what
+ * threads used that ended in between (a one-sequence server's per-request workers) is the rest of the total.
+ */
 function cpuSince(before, after) {
-  const used = [];
-  for (const [tid, { name, ticks }] of after) used.push({ name, ticks: ticks - (before.get(tid)?.ticks ?? 0) });
-  return used.sort((a, b) => b.ticks - a.ticks);
+  const threads = [];
+  for (const [tid, { name, ticks }] of after.threads) threads.push({ name, ticks: ticks - (before.threads.get(tid)?.ticks ?? 0) });
+  threads.sort((a, b) => b.ticks - a.ticks);
+  const live = threads.reduce((sum, t) => sum + t.ticks, 0);
+  return { total: Math.max(after.total - before.total, live), ended: Math.max(0, after.total - before.total - live), threads };
 }
 
-/** "12.30 s, 24.10 ms per generated token (llama-oci-seq 5.00 s, node 4.90 s, main 1.20 s, 9 more 0.30 s)". */
+/** "12.30 s, 24.10 ms per generated token (llama-oci-seq 5.00 s, node 4.90 s, main 1.20 s, 9 more 0.30 s, ended threads 0.10 s)". */
 function cpuLine(used, tokens) {
   const tick = 100; // USER_HZ: 100 on Linux
   const seconds = (ticks) => (ticks / tick).toFixed(2);
-  const total = used.reduce((sum, t) => sum + t.ticks, 0);
-  const top = used.slice(0, 4).map((t) => `${t.name} ${seconds(t.ticks)} s`);
-  const rest = used.slice(4);
-  if (rest.length > 0) top.push(`${rest.length} more ${seconds(rest.reduce((sum, t) => sum + t.ticks, 0))} s`);
-  return `${seconds(total)} s, ${((total / tick) * 1000 / Math.max(1, tokens)).toFixed(2)} ms per generated token (${top.join(", ")})`;
+  const parts = used.threads.slice(0, 4).map((t) => `${t.name} ${seconds(t.ticks)} s`);
+  const rest = used.threads.slice(4);
+  if (rest.length > 0) parts.push(`${rest.length} more ${seconds(rest.reduce((sum, t) => sum + t.ticks, 0))} s`);
+  if (used.ended > 0) parts.push(`ended threads ${seconds(used.ended)} s`);
+  return `${seconds(used.total)} s, ${(((used.total / tick) * 1000) / Math.max(1, tokens)).toFixed(2)} ms per generated token (${parts.join(", ")})`;
 }
 
 /** Peak resident set size of a running process (Linux: VmHWM), in bytes; NaN elsewhere. */
