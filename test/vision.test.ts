@@ -220,6 +220,39 @@ describe("images through the server", () => {
     expect(body.message!.content.replace(/\n+$/, "")).toBe(expected.get(image.name));
   });
 
+  test("/api/generate takes Ollama's base64 images before the prompt and answers as /api/chat and llama-mtmd-cli", async () => {
+    const image = images[0]!;
+    const data = (await readFile(image.path)).toString("base64");
+    const response = await fetch(`${server.url}/api/generate`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: withProjector, prompt: image.prompt, images: [data], stream: false, options: { temperature: 0, num_predict: N_PREDICT } }),
+    });
+    const body = (await response.json()) as { response?: string; done?: boolean; context?: number[]; prompt_eval_count?: number };
+    expect(response.status, JSON.stringify(body)).toBe(200);
+    expect(body.done).toBe(true);
+    expect(body.response!.replace(/\n+$/, "")).toBe(expected.get(image.name));
+    // The image's positions are no tokens: no context to send back.
+    expect(body.context).toBeUndefined();
+    expect(body.prompt_eval_count).toBeGreaterThan(0);
+
+    // raw (no template to place the image), context (a conversation of tokens) and a corrupt image: 400s naming images.
+    for (const [extra, message] of [
+      [{ raw: true }, /images need the model's chat template: send them without raw/],
+      [{ context: [1, 2, 3] }, /images cannot be combined with context/],
+      [{ images: [data, "bm90IGFuIGltYWdl"] }, /cannot be decoded/],
+    ] as const) {
+      const bad = await fetch(`${server.url}/api/generate`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: withProjector, prompt: "Hi", images: [data], stream: false, ...extra }),
+      });
+      const error = (await bad.json()) as { error?: string };
+      expect(bad.status, JSON.stringify(error)).toBe(400);
+      expect(error.error).toMatch(message);
+    }
+  });
+
   test("a corrupt image and a model without projector are 400s that say why", async () => {
     const corrupt = await post("/v1/chat/completions", {
       model: withProjector,

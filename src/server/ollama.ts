@@ -8,7 +8,7 @@ import { LlamaOciError } from "../errors.js";
 import type { ChatMessage, ParsedChatMessage } from "../llama/chat-format.js";
 import type { CompletionResult } from "../llama/completion.js";
 import type { GgufFacts } from "../gguf/facts.js";
-import { decodeBase64, type ChatImagePart } from "../llama/media.js";
+import { decodeBase64, MediaPrompt, type ChatImagePart } from "../llama/media.js";
 import { listModels, removeModels } from "../oci/cache/index.js";
 import { inspectModel } from "../oci/inspect.js";
 import type { ProgressEvent } from "../oci/progress.js";
@@ -303,17 +303,17 @@ export function ollamaRoutes(app: FastifyInstance, parts: ServerParts): void {
     const keepAlive = keepAliveOf(body);
     if (body.suffix) throw badRequest("suffix (fill-in-the-middle) is not supported by this server", "suffix");
     if (body.template) throw badRequest("template is not supported (this server formats prompts with the model's own chat template)", "template");
-    if (body.images && body.images.length > 0) throw badRequest("images are taken by /api/chat (messages[].images), not by /api/generate", "images");
+    const images = generateImages(body);
     const lease = await models.acquire(body.model, signal);
     const loadMs = performance.now() - startedAt;
     try {
       const loaded = lease.model;
       const created = () => new Date().toISOString();
       const prompt = body.prompt ?? "";
-      if (prompt === "" && !body.context?.length) {
+      if (prompt === "" && !body.context?.length && images.length === 0) {
         return { model: loaded.name, created_at: created(), response: "", done: true, done_reason: keepAlive === 0 ? "unload" : "load" };
       }
-      const tokens = await generatePrompt(loaded, body, prompt);
+      const tokens = await generatePrompt(loaded, body, prompt, images);
       checkPromptFits(loaded, tokens, "prompt");
       const options = { ...ollamaSampling(body.options), grammar: formatGrammar(loaded, body.format) };
       const final = (result: CompletionResult, response: string) => ({
@@ -322,7 +322,9 @@ export function ollamaRoutes(app: FastifyInstance, parts: ServerParts): void {
         response,
         done: true,
         done_reason: finishReason(result.stopReason),
-        context: [...tokens, ...result.tokens],
+        // The conversation so far as tokens, for the next request's context: a prompt with images has none (their
+        // positions are no tokens), as their data cannot travel back that way.
+        ...(tokens instanceof MediaPrompt ? {} : { context: [...tokens, ...result.tokens] }),
         ...durations(result, startedAt, loadMs),
       });
       if (body.stream !== false) {
@@ -382,7 +384,25 @@ export function ollamaRoutes(app: FastifyInstance, parts: ServerParts): void {
 }
 
 /** The prompt of /api/generate: raw, or as a user message (after `system`) in the chat template; after `context`. */
-async function generatePrompt(loaded: LoadedModel, body: GenerateBody, prompt: string): Promise<Int32Array> {
+/**
+ * /api/generate's images (base64), decoded; they go before the prompt's text in the user message, as on /api/chat.
+ * Not with raw (no template to place them) or context (a conversation of tokens, which images are not).
+ */
+function generateImages(body: GenerateBody): ChatImagePart[] {
+  const list = body.images ?? [];
+  if (list.length === 0) return [];
+  if (body.raw === true) throw badRequest("images need the model's chat template: send them without raw", "images");
+  if (body.context?.length) throw badRequest("images cannot be combined with context: send the conversation to /api/chat with messages[].images", "images");
+  return list.map((data, i): ChatImagePart => {
+    try {
+      return { type: "image", data: decodeBase64(data, `images[${i}]`) };
+    } catch (error) {
+      throw badRequest(oneLine(error), `images[${i}]`);
+    }
+  });
+}
+
+async function generatePrompt(loaded: LoadedModel, body: GenerateBody, prompt: string, images: ChatImagePart[]): Promise<Prompt> {
   const context = body.context?.length ? checkedTokens(loaded, body.context, "context") : undefined;
   let tokens: Int32Array;
   if (body.raw === true) {
@@ -390,6 +410,10 @@ async function generatePrompt(loaded: LoadedModel, body: GenerateBody, prompt: s
   } else {
     const messages: ChatMessage[] = [];
     if (body.system) messages.push({ role: "system", content: body.system });
+    if (images.length > 0) {
+      messages.push({ role: "user", content: [...images, { type: "text", text: prompt }] });
+      return (await prepareChat(loaded, { messages }, "images")).tokens;
+    }
     messages.push({ role: "user", content: prompt });
     tokens = await chatPrompt(loaded, messages, "prompt");
     const bos = loaded.model.info.bosToken;
