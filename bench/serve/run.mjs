@@ -16,11 +16,13 @@
 // phase pays for its first allocations.
 //
 //   node bench/serve/run.mjs [--duration 12] [--clients 1,4,8] [--rounds 5] [-t <threads>] [--parallel <N>]
-//                            [--ctx 512] [--gen 64] [--kv-unified] [--llama-server <path>] [--skip-llama-server]
+//                            [--ctx 512] [--gen 64] [--kv-unified] [--flash-attn auto|on|off] [--llama-server <path>]
+//                            [--skip-llama-server]
 //
 // --parallel defaults to K (one sequence per client). llama-server's -c is the total over its slots, so it gets
 // --ctx times the sequences; llama-oci's -c is per sequence. Both give each sequence its own --ctx cells (their
-// default); --kv-unified runs both with one KV cache the sequences share instead (llama-server's -kvu).
+// default); --kv-unified runs both with one KV cache the sequences share instead (llama-server's -kvu). --flash-attn
+// goes to both as -fa (default auto, both servers' default: on for the CPU).
 import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
@@ -39,6 +41,7 @@ const { values } = parseArgs({
     ctx: { type: "string", default: "512" },
     gen: { type: "string", default: "64" },
     "kv-unified": { type: "boolean", default: false },
+    "flash-attn": { type: "string", default: "auto" },
     "llama-server": { type: "string" },
     "skip-llama-server": { type: "boolean", default: false },
   },
@@ -52,6 +55,8 @@ const genTokens = Number(values.gen);
 for (const [name, value] of Object.entries({ duration: durationMs, rounds, threads, ctx, gen: genTokens })) {
   if (!Number.isFinite(value) || value <= 0) fail(`--${name} must be a positive number`);
 }
+const flashAttn = values["flash-attn"];
+if (!["on", "off", "auto"].includes(flashAttn)) fail("--flash-attn must be on, off or auto");
 if (clientCounts.some((k) => !Number.isInteger(k) || k < 1)) fail("--clients must be a comma-separated list of positive integers");
 
 const LLAMA_SERVER_HELP = `llama.cpp's server is not built by default (build/bin has llama-completion, llama-simple, llama-bench and
@@ -146,7 +151,7 @@ for (const k of clientCounts) {
   }
 }
 
-console.log(`\nChat serving, SmolLM2-135M-shaped llama Q4_0 (random weights), CPU, ${threads} threads, ${values.duration} s per K and tool, ${rounds} round(s), ${genTokens} generated tokens per request, ${values["kv-unified"] ? "one unified KV cache" : "a KV cache per sequence"}\n`);
+console.log(`\nChat serving, SmolLM2-135M-shaped llama Q4_0 (random weights), CPU, ${threads} threads, ${values.duration} s per K and tool, ${rounds} round(s), ${genTokens} generated tokens per request, ${values["kv-unified"] ? "one unified KV cache" : "a KV cache per sequence"}, flash attention ${flashAttn}\n`);
 console.log("| K clients | sequences | server | requests | generated t/s | TTFT p50 | TTFT p95 | peak RSS |");
 console.log("|---:|---:|---|---:|---:|---:|---:|---:|");
 for (const k of clientCounts) {
@@ -174,11 +179,13 @@ if (withLlamaServer) {
       pairs.push(`${ours.tokensPerSecond.toFixed(1)}/${theirs.tokensPerSecond.toFixed(1)}`);
       ratios.push(ours.tokensPerSecond / theirs.tokensPerSecond);
     }
+    const interval = pairedInterval(ratios);
     ratios.sort((a, b) => a - b);
     const median = medianOf(ratios);
     console.log(
       `K=${k}: llama-oci / llama-server generated t/s ${(of("llama-oci serve", "tokensPerSecond") / of("llama-server", "tokensPerSecond")).toFixed(3)} ` +
-        `(median of the rounds ${median.toFixed(3)}; rounds ${pairs.join(", ")}), TTFT p50 ${(of("llama-oci serve", "ttftP50") / of("llama-server", "ttftP50")).toFixed(3)}`,
+        `(median of the rounds ${median.toFixed(3)}; geometric mean of the rounds ${interval.mean.toFixed(3)}, 95% interval ${interval.low.toFixed(3)}-${interval.high.toFixed(3)}; ` +
+        `rounds ${pairs.join(", ")}), TTFT p50 ${(of("llama-oci serve", "ttftP50") / of("llama-server", "ttftP50")).toFixed(3)}`,
     );
   }
 }
@@ -287,6 +294,7 @@ async function chat(url, client, id) {
 async function startOurs(parallel) {
   const args = [cli, "serve", "--model", modelPath, "--port", "0", "-t", String(threads), "--parallel", String(parallel), "-c", String(ctx), "--max-queue", "1024", "-ngl", "0", "-q"];
   if (values["kv-unified"]) args.push("--kv-unified");
+  args.push("-fa", flashAttn);
   // -q silences the log, so the port comes from a port chosen here.
   const port = await freePort();
   args[args.indexOf("--port") + 1] = String(port);
@@ -297,6 +305,7 @@ async function startLlamaServer(parallel) {
   const port = await freePort();
   const args = ["-m", modelPath, "--host", "127.0.0.1", "--port", String(port), "-t", String(threads), "-np", String(parallel), "-c", String(ctx * parallel), "-ngl", "0", "--alias", "bench"];
   if (values["kv-unified"]) args.push("-kvu");
+  args.push("-fa", flashAttn);
   return launch("llama-server", llamaServer, args, `http://127.0.0.1:${port}`);
 }
 
@@ -417,6 +426,20 @@ function quantile(sorted, q) {
 function medianOf(sorted) {
   const half = Math.floor(sorted.length / 2);
   return sorted.length % 2 === 1 ? sorted[half] : (sorted[half - 1] + sorted[half]) / 2;
+}
+
+// The rounds' ratios as paired samples: the geometric mean and Student's t 95% interval of their logarithms. A ratio
+// whose interval holds 1.0 is not told apart from parity by this run (the host's noise is wider than the gap).
+function pairedInterval(ratios) {
+  const logs = ratios.map(Math.log);
+  const n = logs.length;
+  const m = mean(logs);
+  if (n < 2) return { mean: Math.exp(m), low: NaN, high: NaN };
+  const sd = Math.sqrt(logs.reduce((sum, x) => sum + (x - m) ** 2, 0) / (n - 1));
+  const T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228];
+  const t = n - 1 <= T975.length ? T975[n - 2] : n - 1 <= 20 ? 2.086 : n - 1 <= 30 ? 2.042 : 1.96;
+  const half = (t * sd) / Math.sqrt(n);
+  return { mean: Math.exp(m), low: Math.exp(m - half), high: Math.exp(m + half) };
 }
 
 function mean(list) {
