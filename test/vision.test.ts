@@ -223,13 +223,9 @@ describe("images through the server", () => {
   test("/api/generate takes Ollama's base64 images before the prompt and answers as /api/chat and llama-mtmd-cli", async () => {
     const image = images[0]!;
     const data = (await readFile(image.path)).toString("base64");
-    const response = await fetch(`${server.url}/api/generate`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ model: withProjector, prompt: image.prompt, images: [data], stream: false, options: { temperature: 0, num_predict: N_PREDICT } }),
-    });
-    const body = (await response.json()) as { response?: string; done?: boolean; context?: number[]; prompt_eval_count?: number };
-    expect(response.status, JSON.stringify(body)).toBe(200);
+    const answer = await post("/api/generate", { model: withProjector, prompt: image.prompt, images: [data], stream: false, options: { temperature: 0, num_predict: N_PREDICT } });
+    const body = answer.body as { response?: string; done?: boolean; context?: number[]; prompt_eval_count?: number };
+    expect(answer.status, JSON.stringify(body)).toBe(200);
     expect(body.done).toBe(true);
     expect(body.response!.replace(/\n+$/, "")).toBe(expected.get(image.name));
     // The image's positions are no tokens: no context to send back.
@@ -242,12 +238,8 @@ describe("images through the server", () => {
       [{ context: [1, 2, 3] }, /images cannot be combined with context/],
       [{ images: [data, "bm90IGFuIGltYWdl"] }, /cannot be decoded/],
     ] as const) {
-      const bad = await fetch(`${server.url}/api/generate`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ model: withProjector, prompt: "Hi", images: [data], stream: false, ...extra }),
-      });
-      const error = (await bad.json()) as { error?: string };
+      const bad = await post("/api/generate", { model: withProjector, prompt: "Hi", images: [data], stream: false, ...extra });
+      const error = bad.body as { error?: string };
       expect(bad.status, JSON.stringify(error)).toBe(400);
       expect(error.error).toMatch(message);
     }

@@ -383,7 +383,6 @@ export function ollamaRoutes(app: FastifyInstance, parts: ServerParts): void {
   app.post("/api/embeddings", { schema: { body: OLLAMA_EMBED_BODY } }, (request, reply) => embed(request, reply, true));
 }
 
-/** The prompt of /api/generate: raw, or as a user message (after `system`) in the chat template; after `context`. */
 /**
  * /api/generate's images (base64), decoded; they go before the prompt's text in the user message, as on /api/chat.
  * Not with raw (no template to place them) or context (a conversation of tokens, which images are not).
@@ -393,15 +392,21 @@ function generateImages(body: GenerateBody): ChatImagePart[] {
   if (list.length === 0) return [];
   if (body.raw === true) throw badRequest("images need the model's chat template: send them without raw", "images");
   if (body.context?.length) throw badRequest("images cannot be combined with context: send the conversation to /api/chat with messages[].images", "images");
+  return ollamaImages(list, "images");
+}
+
+/** Ollama's base64 images, decoded; one that is not base64 is a 400 naming `${param}[i]`. */
+function ollamaImages(list: readonly string[], param: string): ChatImagePart[] {
   return list.map((data, i): ChatImagePart => {
     try {
-      return { type: "image", data: decodeBase64(data, `images[${i}]`) };
+      return { type: "image", data: decodeBase64(data, `${param}[${i}]`) };
     } catch (error) {
-      throw badRequest(oneLine(error), `images[${i}]`);
+      throw badRequest(oneLine(error), `${param}[${i}]`);
     }
   });
 }
 
+/** The prompt of /api/generate: raw, or as a user message (after `system`) in the chat template; after `context`. */
 async function generatePrompt(loaded: LoadedModel, body: GenerateBody, prompt: string, images: ChatImagePart[]): Promise<Prompt> {
   const context = body.context?.length ? checkedTokens(loaded, body.context, "context") : undefined;
   let tokens: Int32Array;
@@ -544,13 +549,7 @@ function ollamaMessages(messages: OllamaMessage[]): ChatMessage[] {
   let counter = 0;
   return messages.map((m, i) => {
     // Ollama's images (base64) come before the message's text, as its own templates put them.
-    const images = (m.images ?? []).map((data, j): ChatImagePart => {
-      try {
-        return { type: "image", data: decodeBase64(data, `messages[${i}].images[${j}]`) };
-      } catch (error) {
-        throw badRequest(oneLine(error), `messages[${i}].images[${j}]`);
-      }
-    });
+    const images = ollamaImages(m.images ?? [], `messages[${i}].images`);
     const out: ChatMessage = { role: m.role, content: images.length > 0 ? [...images, { type: "text", text: m.content ?? "" }] : (m.content ?? "") };
     if (m.thinking) out.reasoning = m.thinking;
     if (m.tool_calls && m.tool_calls.length > 0) {
