@@ -131,6 +131,7 @@ Napi::Function ContextWrap::Define(Napi::Env env) {
                          InstanceMethod<&ContextWrap::RestoreSequence>("restoreSequence"),
                          InstanceMethod<&ContextWrap::CachedTokenCount>("cachedTokenCount"),
                          InstanceMethod<&ContextWrap::Clear>("clear"),
+                         InstanceMethod<&ContextWrap::Expect>("expect"),
                          InstanceAccessor<&ContextWrap::ContextSize>("contextSize"),
                          InstanceAccessor<&ContextWrap::SequenceSize>("sequenceSize"),
                          InstanceAccessor<&ContextWrap::BatchSize>("batchSize"),
@@ -271,6 +272,14 @@ void ContextWrap::Clear(const Napi::CallbackInfo& info) {
   }
   handle_->clearRequested.store(true);
   if (handle_->engine) handle_->engine->Wake();
+}
+
+void ContextWrap::Expect(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsNumber())
+    throw Napi::TypeError::New(info.Env(), "expect: count must be a number");
+  const double count = info[0].As<Napi::Number>().DoubleValue();
+  if (!(count >= 0)) throw Napi::RangeError::New(info.Env(), "expect: count must be at least 0");
+  if (handle_ && handle_->engine) handle_->engine->Expect(static_cast<size_t>(count));
 }
 
 Napi::Value ContextWrap::ContextSize(const Napi::CallbackInfo& info) {

@@ -129,6 +129,7 @@ class ContextWrap : public Napi::ObjectWrap<ContextWrap> {
   Napi::Value RestoreSequence(const Napi::CallbackInfo& info);
   Napi::Value CachedTokenCount(const Napi::CallbackInfo& info);
   void Clear(const Napi::CallbackInfo& info);
+  void Expect(const Napi::CallbackInfo& info);
   Napi::Value ContextSize(const Napi::CallbackInfo& info);
   Napi::Value SequenceSize(const Napi::CallbackInfo& info);
   Napi::Value BatchSize(const Napi::CallbackInfo& info);

@@ -182,6 +182,7 @@ struct EngineJob {
   std::shared_ptr<Channel> channel;
   bool streams = false;
   MediaPromptPtr media;  // the prompt's images, if any (vision.h)
+  Clock::time_point queuedAt = Clock::now();
 
   EngineSlot* slot = nullptr;
   std::unique_ptr<Sampler> sampler;
@@ -305,6 +306,14 @@ void SequenceEngine::Stop(bool abortRunning) {
   wake_.notify_all();
 }
 
+void SequenceEngine::Expect(size_t count) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    expected_ = count;
+  }
+  wake_.notify_all();
+}
+
 void SequenceEngine::Wake() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -343,6 +352,11 @@ void SequenceEngine::Loop() {
         return stop_ || woken_ || !running_.empty() || (!queue_.empty() && running_.size() < sequences_);
       });
       woken_ = false;
+      if (running_.empty() && !queue_.empty() && expected_ > 0 && !stop_) {
+        // Idle, and more requests are on their way: they share this first step (see Expect).
+        wake_.wait_until(lock, queue_.front()->queuedAt + kGatherWindow,
+                         [this] { return stop_ || expected_ == 0 || queue_.size() >= sequences_; });
+      }
       abortAll = abortAll_;
       if (stop_ && queue_.empty() && running_.empty()) return;
       size_t room = abortAll ? queue_.size() : sequences_ - running_.size();

@@ -13,6 +13,7 @@
 #include <napi.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -84,6 +85,12 @@ class SequenceEngine : public DecodeAbortCheck {
   void Stop(bool abortRunning);
   // Makes the thread look at a pending clear() even when it has nothing to run.
   void Wake();
+  // JS thread: how many requests are on their way to Submit (received, being tokenized). An idle engine that gets
+  // a request while others are announced waits for them, at most kGatherWindow, so that requests arriving together
+  // share their first step (one prompt evaluation) instead of the first one's prompt running alone while the rest
+  // wait for it. A running engine never waits: a newcomer joins its next step.
+  void Expect(size_t count);
+  static constexpr std::chrono::milliseconds kGatherWindow{25};
 
   bool Idle() const { return active_.load() == 0 && pending_.load() == 0; }
   size_t Active() const { return active_.load(); }
@@ -145,6 +152,7 @@ class SequenceEngine : public DecodeAbortCheck {
   bool stop_ = false;
   bool abortAll_ = false;
   bool woken_ = false;
+  size_t expected_ = 0;  // Expect()'s count
   std::thread thread_;
   std::shared_ptr<ExitLatch> exited_ = std::make_shared<ExitLatch>();
   std::atomic<size_t> active_{0};

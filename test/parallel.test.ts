@@ -204,6 +204,67 @@ describe("batched generation", () => {
     }
   });
 
+  test("requests that arrive together share one prompt decode, however long each takes to tokenize", async () => {
+    // Text prompts of different lengths, each tokenized on its own worker: they reach the native loop one by one.
+    // An idle loop that got the first would evaluate its prompt alone while the others wait for that decode; the
+    // announced ones are waited for instead, so the first decode carries all four prompts and each request then
+    // needs one decode per further token: 1 + (maxTokens - 1) calls in all.
+    const options = { ...GREEDY, maxTokens: 6, ignoreEos: true };
+    const context = await model.createContext({ parallel: 4 });
+    try {
+      const results = await Promise.all(PROMPTS.map((prompt) => context.completeWithMeta(prompt, options)));
+      for (let i = 0; i < PROMPTS.length; i++) {
+        expect(tokens(results[i]!), PROMPTS[i]).toEqual(tokens(await alone(PROMPTS[i]!, options)));
+      }
+      const stats = context.decodeStats;
+      expect(stats.decodeCalls).toBe(options.maxTokens);
+      expect(stats.maxSequencesPerDecode).toBe(4);
+      expect(stats.decodedTokens).toBe(results.reduce((sum, r) => sum + r.timings.promptTokens + options.maxTokens - 1, 0));
+      expect(context.expectedRequests).toBe(0);
+    } finally {
+      await context.dispose();
+    }
+  });
+
+  test("expectRequest(): an idle loop holds a request for one announced after it, and never longer than 25 ms", async () => {
+    const options = { ...GREEDY, maxTokens: 4, ignoreEos: true };
+    const [promptA, promptB] = await Promise.all(PROMPTS.slice(0, 2).map((p) => model.tokenize(p, { addSpecial: true, parseSpecial: true })));
+    const context = await model.createContext({ parallel: 4 });
+    try {
+      // B is announced (as the server does when a request arrives, before tokenizing it), A is handed over, and B
+      // comes a few event-loop turns later: A waited for it, so one decode evaluated both prompts.
+      const arrivingB = context.expectRequest();
+      expect(context.expectedRequests).toBe(1);
+      const runA = context.completeWithMeta(promptA!, options);
+      for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
+      const runB = context.completeWithMeta(promptB!, options);
+      arrivingB();
+      arrivingB(); // a second call does nothing
+      await Promise.all([runA, runB]);
+      expect(context.decodeStats.decodeCalls).toBe(options.maxTokens);
+      expect(context.decodeStats.maxSequencesPerDecode).toBe(2);
+      expect(context.expectedRequests).toBe(0);
+
+      // An announcement that never comes (a request dropped before it reached the context, its release forgotten)
+      // holds an idle loop's request for the window only, then it runs alone.
+      const forgotten = context.expectRequest();
+      const before = context.decodeStats.decodeCalls;
+      const started = performance.now();
+      const lone = await context.completeWithMeta(promptA!, options);
+      const waited = performance.now() - started;
+      expect(lone.tokens.length).toBe(options.maxTokens);
+      expect(context.decodeStats.decodeCalls - before).toBe(options.maxTokens);
+      expect(waited).toBeGreaterThanOrEqual(25);
+      forgotten();
+      expect(context.expectedRequests).toBe(0);
+    } finally {
+      await context.dispose();
+    }
+    // A context with one sequence has no loop to hold: announcing is a no-op there.
+    solo.expectRequest()();
+    expect(solo.expectedRequests).toBe(0);
+  });
+
   test.runIf(process.platform === "linux")("the decode loop runs on a thread named llama-oci-seq, as top -H and /proc show it", async () => {
     const threadNames = () => readdirSync("/proc/self/task").map((tid) => readFileSync(`/proc/self/task/${tid}/comm`, "utf8").trim());
     const context = await model.createContext({ parallel: 2 });

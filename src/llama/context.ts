@@ -58,6 +58,7 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
   #owner: Set<NativeContext>;
   #queue: TaskQueue;
   #running = new Set<{ abort(): void }>();
+  #expected = 0;
   #disposing: Promise<void> | undefined;
 
   /** @internal Use model.createContext(). */
@@ -109,6 +110,11 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
     return this.#queue.active;
   }
 
+  /** Requests announced (expectRequest(), or complete() before its prompt is tokenized) and not yet handed over. */
+  get expectedRequests(): number {
+    return this.#expected;
+  }
+
   /** Requests waiting for a free sequence, in call order. */
   get queuedRequests(): number {
     return this.#queue.waiting;
@@ -127,6 +133,30 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
   get cachedTokenCount(): number {
     this.#assertUsable();
     return this.#native.cachedTokenCount();
+  }
+
+  /**
+   * Announces a request that is on its way (parallel > 1): a server calls it when a request arrives, before its
+   * prompt is templated and tokenized, and calls the returned function once the request was handed to complete()
+   * or generate() (or dropped); calling it again does nothing. A context with no request running that gets one while
+   * others are announced waits for them, at most 25 ms, so that requests arriving together have their prompts
+   * evaluated in one decode instead of the first one's alone while the others wait for it. complete() and
+   * generate() announce their own requests from the call until tokenization is done.
+   */
+  expectRequest(): () => void {
+    if (this.options.parallel <= 1 || this.disposed) return () => {};
+    this.#setExpected(this.#expected + 1);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      this.#setExpected(this.#expected - 1);
+    };
+  }
+
+  #setExpected(count: number): void {
+    this.#expected = count;
+    if (!this.#native.disposed) this.#native.expect(count);
   }
 
   /** Generates a completion of `prompt` (text, or tokens used as they are) and returns the text. */
@@ -150,6 +180,7 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
     const { signal } = options;
     const media = prompt instanceof MediaPrompt ? prompt : undefined;
     let promptTokens = typeof prompt === "string" ? 0 : media ? media.tokens.length : (prompt as Int32Array).length;
+    const arriving = this.expectRequest();
     try {
       // Tokenizing inside the queued task keeps requests in call order even when a later prompt tokenizes faster.
       return await this.#queue.run(async () => {
@@ -173,7 +204,7 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
           };
           let result: NativeGenerateResult;
           try {
-            result = await this.#native.generate({
+            const generating = this.#native.generate({
               tokens,
               ...(media ? { media: media.native } : {}),
               maxTokens,
@@ -186,6 +217,8 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
               abort,
               onText,
             });
+            arriving();
+            result = await generating;
           } catch (error) {
             if (callbackError) throw callbackError.error;
             throw nativeError(error, "INFERENCE", "generation failed");
@@ -197,6 +230,8 @@ export class LlamaContext<Model extends ModelHandle = ModelHandle> {
     } catch (error) {
       if (signal?.aborted && isAbort(error) && !this.disposed) return abortedResult(promptTokens);
       throw error;
+    } finally {
+      arriving();
     }
   }
 

@@ -267,6 +267,11 @@ export interface NativeContext {
   readonly parallel: number;
   /** Forget the KV cache. */
   clear(): void;
+  /**
+   * How many requests are on their way to generate() (parallel > 1): an idle context that gets a request while
+   * others are announced waits for them (at most 25 ms), so that they share its first decode.
+   */
+  expect(count: number): void;
   readonly contextSize: number;
   /** The cells one sequence can hold: contextSize, or its share with parallel > 1 and kvUnified false. */
   readonly sequenceSize: number;

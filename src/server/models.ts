@@ -61,6 +61,11 @@ interface Entry extends LoadedModel {
 
 export interface Lease {
   readonly model: LoadedModel;
+  /**
+   * For a lease taken to generate: ends the request's announcement to the model's sequences (SequenceRunner.expect),
+   * to be passed to the run as RunOptions.arriving; release() ends it too. A no-op for other leases.
+   */
+  readonly arriving: () => void;
   /** Ends the request's use of the model; `keepAliveMs` (Ollama's keep_alive) overrides the server's for this once. */
   release(keepAliveMs?: number): void;
 }
@@ -128,9 +133,10 @@ export class ModelManager {
   /**
    * Loads the model a request names (pulling it when it is not cached and the policy allows) and holds it until
    * release(). Waiting ends early, rejecting with code ABORTED, when `signal` aborts; the load itself goes on for
-   * the other requests waiting for it.
+   * the other requests waiting for it. `use.generate`: the request will generate, and is announced to the model's
+   * sequences from now until it reaches them (Lease.arriving).
    */
-  async acquire(name: string | undefined, signal?: AbortSignal): Promise<Lease> {
+  async acquire(name: string | undefined, signal?: AbortSignal, use: { generate?: boolean } = {}): Promise<Lease> {
     const target = this.target(name);
     const key = target.key;
     this.#demand.set(key, (this.#demand.get(key) ?? 0) + 1);
@@ -146,7 +152,7 @@ export class ModelManager {
         }
         entry = await abortable(loading, signal);
       }
-      return this.#lease(entry);
+      return this.#lease(entry, use.generate === true);
     } finally {
       const left = (this.#demand.get(key) ?? 1) - 1;
       if (left > 0) this.#demand.set(key, left);
@@ -218,7 +224,8 @@ export class ModelManager {
     return [...this.#local.values()].includes(absolute) ? absolute : undefined;
   }
 
-  #lease(entry: Entry): Lease {
+  #lease(entry: Entry, generate: boolean): Lease {
+    const arriving = generate ? entry.runner.expect() : () => {};
     entry.active++;
     entry.lastUsed = performance.now();
     entry.expiresAt = undefined;
@@ -227,9 +234,11 @@ export class ModelManager {
     let released = false;
     return {
       model: entry,
+      arriving,
       release: (keepAliveMs?: number) => {
         if (released) return;
         released = true;
+        arriving();
         entry.active--;
         entry.lastUsed = performance.now();
         if (keepAliveMs !== undefined) entry.keepAliveMs = keepAliveMs;

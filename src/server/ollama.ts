@@ -236,7 +236,7 @@ export function ollamaRoutes(app: FastifyInstance, parts: ServerParts): void {
     const keepAlive = keepAliveOf(body);
     const tools = requestTools(body.tools);
     const messages = ollamaMessages(body.messages ?? []);
-    const lease = await models.acquire(body.model, signal);
+    const lease = await models.acquire(body.model, signal, { generate: messages.length > 0 });
     const loadMs = performance.now() - startedAt;
     try {
       const loaded = lease.model;
@@ -253,7 +253,7 @@ export function ollamaRoutes(app: FastifyInstance, parts: ServerParts): void {
       });
       checkPromptFits(loaded, prepared.tokens, "messages");
       const grammar = tools.length > 0 || schema === undefined ? undefined : schemaGrammar(loaded, schema, "format");
-      const options = chatRunOptions(loaded, { ...ollamaSampling(body.options), grammar }, prepared);
+      const options = chatRunOptions(loaded, { ...ollamaSampling(body.options), grammar, arriving: lease.arriving }, prepared);
       const parser = prepared.parser;
       const piece = (message: object) => ({ model: loaded.name, created_at: created(), message: { role: "assistant", content: "", ...message }, done: false });
       const final = (result: CompletionResult, message: object) => ({
@@ -304,7 +304,7 @@ export function ollamaRoutes(app: FastifyInstance, parts: ServerParts): void {
     if (body.suffix) throw badRequest("suffix (fill-in-the-middle) is not supported by this server", "suffix");
     if (body.template) throw badRequest("template is not supported (this server formats prompts with the model's own chat template)", "template");
     const images = generateImages(body);
-    const lease = await models.acquire(body.model, signal);
+    const lease = await models.acquire(body.model, signal, { generate: true });
     const loadMs = performance.now() - startedAt;
     try {
       const loaded = lease.model;
@@ -315,7 +315,7 @@ export function ollamaRoutes(app: FastifyInstance, parts: ServerParts): void {
       }
       const tokens = await generatePrompt(loaded, body, prompt, images);
       checkPromptFits(loaded, tokens, "prompt");
-      const options = { ...ollamaSampling(body.options), grammar: formatGrammar(loaded, body.format) };
+      const options = { ...ollamaSampling(body.options), grammar: formatGrammar(loaded, body.format), arriving: lease.arriving };
       const final = (result: CompletionResult, response: string) => ({
         model: loaded.name,
         created_at: created(),

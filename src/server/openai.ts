@@ -132,7 +132,7 @@ export function openAiRoutes(app: FastifyInstance, parts: ServerParts): void {
     const tools = requestTools(body.tools);
     const toolChoice = openAiToolChoice(body.tool_choice, tools);
     const messages = toMessages(body.messages);
-    const lease = await models.acquire(body.model ?? undefined, signal);
+    const lease = await models.acquire(body.model ?? undefined, signal, { generate: true });
     try {
       const loaded = lease.model;
       const usesTools = tools.length > 0 && toolChoice !== "none";
@@ -150,6 +150,7 @@ export function openAiRoutes(app: FastifyInstance, parts: ServerParts): void {
       const base: RunOptions = {
         ...sampling(body, body.max_completion_tokens ?? body.max_tokens, Infinity),
         grammar: usesTools ? undefined : responseGrammar(loaded, body),
+        arriving: lease.arriving,
       };
       const options = chatRunOptions(loaded, base, prepared);
       const parser = prepared.parser;
@@ -206,12 +207,12 @@ export function openAiRoutes(app: FastifyInstance, parts: ServerParts): void {
     if (body.echo === true) throw badRequest("echo is not supported", "echo");
     if (body.best_of != null && body.best_of !== 1) throw badRequest("only best_of=1 is supported", "best_of");
     const prompt = Array.isArray(body.prompt) && typeof body.prompt[0] === "string" ? body.prompt[0] : (body.prompt as string | number[]);
-    const lease = await models.acquire(body.model ?? undefined, signal);
+    const lease = await models.acquire(body.model ?? undefined, signal, { generate: true });
     try {
       const loaded = lease.model;
       const tokens = await rawPrompt(loaded, prompt);
       checkPromptFits(loaded, tokens, "prompt");
-      const options = sampling(body, body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS);
+      const options = { ...sampling(body, body.max_tokens, COMPLETIONS_DEFAULT_MAX_TOKENS), arriving: lease.arriving };
       const id = `cmpl-${randomId()}`;
       const created = Math.floor(Date.now() / 1000);
       const base = { id, object: "text_completion", created, model: loaded.name, system_fingerprint: fingerprint(loaded) };

@@ -17,6 +17,8 @@ export interface RunOptions extends GenerationOptions {
   onAdmitted?: () => void;
   /** Called when the request's sequence starts working on it. */
   onStart?: () => void;
+  /** The request's announcement (expect()), ended once the sequences have the request. */
+  arriving?: () => void;
 }
 
 export interface SequenceRunner {
@@ -34,6 +36,13 @@ export interface SequenceRunner {
    * running (the sequence is then free again), or rejects with code ABORTED while still queued.
    */
   run(tokens: Prompt, options?: RunOptions): Promise<CompletionResult>;
+  /**
+   * Announces a request that will come to run() soon (called as it arrives, before its prompt is tokenized): idle
+   * sequences wait briefly for announced requests so that requests arriving together share their first decode.
+   * Returns the function that ends the announcement; pass it to run() as `arriving`, or call it if the request
+   * goes no further. Calling it more than once does nothing.
+   */
+  expect(): () => void;
   /** Stops running requests, rejects queued ones and frees every sequence. */
   dispose(): Promise<void>;
 }
@@ -75,16 +84,33 @@ class AdmittingRunner implements SequenceRunner {
 
   run(tokens: Prompt, options: RunOptions = {}): Promise<CompletionResult> {
     if (this.#disposing) return Promise.reject(new Error("the model is being unloaded"));
-    const { onAdmitted, onStart, ...generation } = options;
-    const admitted = this.#admission.acquire(options.signal, onAdmitted);
-    return admitted.then(async (release) => {
-      try {
-        onStart?.();
-        return await this.#backend.run(tokens, generation);
-      } finally {
-        release();
-      }
-    });
+    const { onAdmitted, onStart, arriving, ...generation } = options;
+    let admitted: Promise<() => void>;
+    try {
+      admitted = this.#admission.acquire(options.signal, onAdmitted);
+    } catch (error) {
+      arriving?.();
+      throw error;
+    }
+    return admitted.then(
+      async (release) => {
+        try {
+          onStart?.();
+          return await this.#backend.run(tokens, generation, arriving);
+        } finally {
+          arriving?.();
+          release();
+        }
+      },
+      (error: unknown) => {
+        arriving?.();
+        throw error;
+      },
+    );
+  }
+
+  expect(): () => void {
+    return this.#backend.expect();
   }
 
   dispose(): Promise<void> {

@@ -13,8 +13,10 @@ import type { Prompt } from "./generation.js";
 export interface SequenceBackend {
   /** Tokens one sequence holds. */
   readonly contextSize: number;
-  /** Called with at most `parallel` requests at once. */
-  run(tokens: Prompt, generation: GenerationOptions): Promise<CompletionResult>;
+  /** Called with at most `parallel` requests at once; `arriving` (the request's announcement) ends once it was handed on. */
+  run(tokens: Prompt, generation: GenerationOptions, arriving?: () => void): Promise<CompletionResult>;
+  /** Announces a request on its way (LlamaContext.expectRequest); a no-op until the context exists. */
+  expect(): () => void;
   dispose(): Promise<void>;
 }
 
@@ -32,6 +34,7 @@ class BatchedContext implements SequenceBackend {
   #model: LlamaModel;
   #options: SequenceBackendOptions;
   #context: Promise<LlamaContext<LlamaModel>> | undefined;
+  #ready: LlamaContext<LlamaModel> | undefined;
   #disposing: Promise<void> | undefined;
 
   constructor(model: LlamaModel, options: SequenceBackendOptions) {
@@ -40,10 +43,18 @@ class BatchedContext implements SequenceBackend {
     this.contextSize = options.context.contextSize ?? model.contextOptions.contextSize;
   }
 
-  async run(tokens: Prompt, generation: GenerationOptions): Promise<CompletionResult> {
+  async run(tokens: Prompt, generation: GenerationOptions, arriving?: () => void): Promise<CompletionResult> {
     if (this.#disposing) throw new Error("the model is being unloaded");
     const context = await this.#get();
-    return context.completeWithMeta(tokens, generation);
+    // completeWithMeta announces the request itself from its call on, so this announcement can end here.
+    const result = context.completeWithMeta(tokens, generation);
+    arriving?.();
+    return result;
+  }
+
+  expect(): () => void {
+    if (this.#disposing || !this.#ready) return () => {};
+    return this.#ready.expectRequest();
   }
 
   dispose(): Promise<void> {
@@ -59,9 +70,14 @@ class BatchedContext implements SequenceBackend {
     if (!this.#context) {
       const { parallel } = this.#options;
       const promise = this.#model.createContext({ ...this.#options.context, contextSize: this.contextSize * parallel, parallel });
-      promise.catch(() => {
-        if (this.#context === promise) this.#context = undefined;
-      });
+      promise.then(
+        (context) => {
+          if (this.#context === promise) this.#ready = context;
+        },
+        () => {
+          if (this.#context === promise) this.#context = undefined;
+        },
+      );
       this.#context = promise;
     }
     return this.#context;
