@@ -39,8 +39,9 @@ export interface SequenceRunner {
   /**
    * Announces a request that will come to run() soon (called as it arrives, before its prompt is tokenized): idle
    * sequences wait briefly for announced requests so that requests arriving together share their first decode.
-   * Returns the function that ends the announcement; pass it to run() as `arriving`, or call it if the request
-   * goes no further. Calling it more than once does nothing.
+   * Returns the function that ends the announcement; pass it to run() as `arriving` (the sequences end it once they
+   * have the request), and call it when the request ends in any case, for the paths that never get that far (the
+   * server's leases do). Calling it more than once does nothing.
    */
   expect(): () => void;
   /** Stops running requests, rejects queued ones and frees every sequence. */
@@ -85,28 +86,15 @@ class AdmittingRunner implements SequenceRunner {
   run(tokens: Prompt, options: RunOptions = {}): Promise<CompletionResult> {
     if (this.#disposing) return Promise.reject(new Error("the model is being unloaded"));
     const { onAdmitted, onStart, arriving, ...generation } = options;
-    let admitted: Promise<() => void>;
-    try {
-      admitted = this.#admission.acquire(options.signal, onAdmitted);
-    } catch (error) {
-      arriving?.();
-      throw error;
-    }
-    return admitted.then(
-      async (release) => {
-        try {
-          onStart?.();
-          return await this.#backend.run(tokens, generation, arriving);
-        } finally {
-          arriving?.();
-          release();
-        }
-      },
-      (error: unknown) => {
-        arriving?.();
-        throw error;
-      },
-    );
+    const admitted = this.#admission.acquire(options.signal, onAdmitted);
+    return admitted.then(async (release) => {
+      try {
+        onStart?.();
+        return await this.#backend.run(tokens, generation, arriving);
+      } finally {
+        release();
+      }
+    });
   }
 
   expect(): () => void {
